@@ -1,0 +1,5 @@
+"""Only here because cffi's build hook (`cffi_modules`) needs it; metadata lives in setup.cfg."""
+
+from setuptools import setup
+
+setup(cffi_modules=["esl_audio_stream/media/_speex_build.py:ffibuilder"])
