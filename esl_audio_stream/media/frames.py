@@ -1,0 +1,93 @@
+"""Chunking L16 audio into fixed-size pieces (e.g. STREAM_BUFFER_SIZE ms per WebSocket message).
+
+Frames arrive as 20 ms datagrams, resampled frames, or decoded files of any length; the consumer
+wants exact chunks. The common case (one frame in, one chunk out) passes the same object through
+without copying; otherwise bytes gather in one bytearray read from an offset, compacted only when
+the consumed part dominates, so the cost stays linear in the bytes pushed.
+"""
+
+from __future__ import annotations
+
+
+def chunk_bytes_for(rate: int, ms: int, channels: int = 1) -> int:
+    """Bytes of `ms` milliseconds of L16 at `rate` Hz with `channels` interleaved channels.
+
+    Raises ValueError when `ms` is not a whole number of samples at `rate` (such a chunk size
+    would drift against the clock).
+    """
+    if rate <= 0 or ms <= 0 or channels <= 0:
+        raise ValueError(f"bad chunk parameters rate={rate} ms={ms} channels={channels}")
+    samples, rest = divmod(rate * ms, 1000)
+    if rest:
+        raise ValueError(f"{ms} ms is not a whole number of samples at {rate} Hz")
+    return samples * 2 * channels
+
+
+class Chunker:
+    """Turns a stream of L16 bytes of varying lengths into exact chunks of `chunk_bytes`.
+
+    Single-consumer and not thread-safe. A chunk handed back by the fast path is the very object
+    pushed: callers must not mutate a buffer after pushing it.
+    """
+
+    __slots__ = ("_buf", "_direct", "_off", "chunk_bytes")
+
+    _COMPACT_MIN = 64 * 1024  # below this, resetting on empty is enough; no need to move bytes
+
+    def __init__(self, chunk_bytes: int) -> None:
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, not {chunk_bytes}")
+        self.chunk_bytes = chunk_bytes
+        self._buf = bytearray()
+        self._off = 0
+        self._direct: bytes | None = None  # a whole chunk pushed while nothing else was pending
+
+    @property
+    def pending(self) -> int:
+        """Bytes held (complete chunks not yet popped plus the partial tail)."""
+        direct = self._direct
+        return len(self._buf) - self._off + (len(direct) if direct is not None else 0)
+
+    def push(self, data: bytes) -> None:
+        """Append audio; any length, including zero."""
+        n = len(data)
+        if not n:
+            return
+        direct = self._direct
+        if direct is None and n == self.chunk_bytes and self._off == len(self._buf):
+            self._direct = data  # fast path: no copy
+            return
+        if direct is not None:  # keep order: the held chunk goes in front of the new data
+            self._direct = None
+            self._buf += direct
+        self._buf += data
+
+    def pop(self) -> bytes | None:
+        """Next full chunk, or None when less than a chunk is pending."""
+        direct = self._direct
+        if direct is not None:
+            self._direct = None
+            return direct
+        buf = self._buf
+        off = self._off
+        end = off + self.chunk_bytes
+        size = len(buf)
+        if end > size:
+            return None
+        with memoryview(buf) as view:
+            chunk = bytes(view[off:end])
+        if end == size:
+            buf.clear()
+            self._off = 0
+        elif end >= self._COMPACT_MIN and end * 2 >= size:
+            del buf[:end]  # amortised: only once the consumed part outweighs what is left
+            self._off = 0
+        else:
+            self._off = end
+        return chunk
+
+    def clear(self) -> None:
+        """Drop everything pending (e.g. on pause or a `clear` command)."""
+        self._buf.clear()
+        self._off = 0
+        self._direct = None
