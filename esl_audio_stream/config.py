@@ -1,0 +1,50 @@
+"""Daemon settings: where FreeSWITCH is, where commands come in, which ports media uses.
+
+One frozen object, made once at start-up and handed down, so nothing on the per-frame path looks
+anything up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    if port and not port.isdigit():
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port) if port else default_port
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    esl_host: str = "127.0.0.1"
+    esl_port: int = 8021
+    esl_password: str = "ClueCon"
+    esl_timeout: float = 5.0
+    control_host: str = "127.0.0.1"
+    control_port: int = 8089
+    #: Address the daemon receives audio on (FreeSWITCH's unicast `remote-ip`).
+    media_host: str = "127.0.0.1"
+    #: Address FreeSWITCH binds for each call's unicast (`local-ip`): it must be FreeSWITCH's.
+    fs_media_host: str = "127.0.0.1"
+    #: FreeSWITCH-side unicast ports (`local-port`), one per call. Kept below FreeSWITCH's RTP
+    #: range (16384-32768) and the kernel's ephemeral range, which the daemon's own sockets use.
+    fs_port_min: int = 12000
+    fs_port_max: int = 15999
+    ws_connect_timeout: float = 5.0
+    ws_close_timeout: float = 2.0
+    #: An error event is fired when no audio arrives this long after start.
+    first_audio_timeout: float = 3.0
+    #: How long a hung-up call's events wait for CHANNEL_DESTROY before going out unrouted.
+    destroy_wait: float = 2.0
