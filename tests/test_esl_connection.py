@@ -565,3 +565,20 @@ def test_handshake_timeout_when_server_is_silent(make_conn):
         for sock in accepted:
             sock.close()
         server.stop(timeout=0.1)
+
+
+def test_write_timeout_drops_the_connection_and_reconnects(fs, make_conn):
+    """A command cut mid-write would desync FreeSWITCH's parser: the connection must go."""
+    fs.api_handlers["stall"] = lambda c, cmd: gevent.sleep(WAIT)  # server stops reading
+    conn = make_conn()
+    conn.start()
+    assert conn.wait_connected(WAIT)
+    stalled = gevent.spawn(outcome, conn.api, "stall", WAIT)
+    fs.wait_for(lambda: "api stall" in fs.commands)
+    big = b"x" * (15 * 1024 * 1024)  # more than loopback socket buffers hold
+    with pytest.raises(ESLTimeout):
+        conn.sendevent("CUSTOM", {"Event-Subclass": "a::b"}, big, timeout=0.3)
+    stalled.join(timeout=WAIT)
+    assert isinstance(stalled.value, ESLDisconnected)
+    fs.wait_for(lambda: fs.accepted == 2 and conn.connected)
+    assert conn.api("echo recovered") == "recovered"
