@@ -216,6 +216,8 @@ class ESLConnection:
         """Subscribe now if connected; remembered and re-sent after every reconnect.
 
         A disconnect during the call is not an error: the reconnect sends the names again.
+        ESLTimeout / ESLError (``-ERR``) still propagate. From the read greenlet (on_event) the
+        command is sent without waiting for its reply.
         """
         tokens = self._subs.add(names)
         if not tokens or not self._connected:
