@@ -1,0 +1,250 @@
+"""The api commands the simulator knows, answering with mod_commands' exact texts.
+
+An unknown command answers `-ERR <cmd> Command not found!\\n` -- including uuid_audio_stream,
+since a stock FreeSWITCH has no mod_audio_stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from .dialstring import DialError, parse_originate
+from .events import url_encode
+from .media import SUPPORTED_RATES, wav_duration
+
+if TYPE_CHECKING:
+    from .core import Simulator
+
+VERSION = "1.11.3-dev (simulator)"
+_CHANNEL_COLUMNS = (
+    "uuid,direction,created,created_epoch,name,state,cid_name,cid_num,ip_addr,dest,application,"
+    "application_data,dialplan,context,read_codec,read_rate,read_bit_rate,write_codec,write_rate,"
+    "write_bit_rate,secure,hostname,presence_id,presence_data,accountcode,callstate,callee_name,"
+    "callee_num,callee_direction,call_uuid,sent_callee_name,sent_callee_num,initial_cid_name,"
+    "initial_cid_num,initial_ip_addr,initial_dest,initial_dialplan,initial_context"
+)
+
+
+def _separate(arg: str | None, maxparts: int) -> list[str]:
+    """switch_separate_string on ' ' with a maximum: the last part keeps the rest."""
+    if not arg:
+        return []
+    parts = [p for p in arg.split(" ")]
+    out: list[str] = []
+    while parts and len(out) < maxparts - 1:
+        p = parts.pop(0)
+        if p:
+            out.append(p)
+    rest = " ".join(parts).lstrip(" ")
+    if rest:
+        out.append(rest)
+    return out
+
+
+def execute(sim: Simulator, name: str, arg: str | None) -> str:
+    fn = _COMMANDS.get(name.lower())
+    if fn is None:
+        return f"-ERR {name} Command not found!\n"
+    return fn(sim, arg)
+
+
+def originate(sim: Simulator, arg: str | None) -> str:
+    if not arg:
+        return ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "
+                "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n")
+    try:
+        dial = parse_originate(arg)
+    except DialError as exc:
+        return f"-ERR {exc}\n"
+    except ValueError:
+        return originate(sim, None)
+    spec = sim.extensions.get(dial.extension)
+    if spec is None:
+        return "-ERR NO_ROUTE_DESTINATION\n"
+    rate_s = dial.variables.get("channel_rate", "8000")
+    if not rate_s.isdigit() or int(rate_s) not in SUPPORTED_RATES:
+        return "-ERR INCOMPATIBLE_DESTINATION\n"
+    if dial.app not in ("park", "playback", "echo"):
+        return f"-ERR SIMULATOR_UNSUPPORTED_APPLICATION_{dial.app}\n"
+    ouuid = dial.variables.get("origination_uuid")
+    if ouuid and ouuid in sim._all:
+        return "-ERR DESTINATION_OUT_OF_ORDER\n"
+    uuid = sim.new_call(dial.extension, spec, int(rate_s), dial.variables, dial.context,
+                        dial.app, dial.app_arg)
+    return f"+OK {uuid}\n"
+
+
+def uuid_kill(sim: Simulator, arg: str | None) -> str:
+    if not arg:
+        return "-USAGE: <uuid> [cause]\n"
+    uuid, _, cause = arg.partition(" ")
+    ch = sim._live(uuid)
+    if ch is None:
+        return "-ERR No such channel!\n"
+    sim.hangup(ch, cause.strip().upper() or "NORMAL_CLEARING")
+    return "+OK\n"
+
+
+def uuid_exists(sim: Simulator, arg: str | None) -> str:
+    return "true" if arg and sim._live(arg) is not None else "false"
+
+
+def uuid_getvar(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 4)
+    if len(argv) < 2:
+        return "-USAGE: <uuid> <var>\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR No such channel!\n"
+    value = ch.variables.get(argv[1])
+    return value if value is not None else "_undef_"
+
+
+def uuid_setvar(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 3)
+    if len(argv) not in (2, 3):
+        return "-USAGE: <uuid> <var> [value]\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR No such channel!\n"
+    if len(argv) == 3 and argv[2] != "":
+        ch.variables[argv[1]] = argv[2]
+    else:
+        ch.variables.pop(argv[1], None)
+    return "+OK\n"
+
+
+def uuid_dump(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 2)
+    if not argv:
+        return "-USAGE: <uuid> [format]\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR No such channel!\n"
+    fmt = argv[1].lower() if len(argv) > 1 else "txt"
+    ev = sim.core.create("CHANNEL_DATA", func="uuid_dump_function")
+    ev.headers += ch.data_headers("CHANNEL_DATA")
+    if fmt == "json":
+        return json.dumps(dict(ev.headers))
+    if fmt == "plain":
+        return "".join(f"{k}: [{v}]\n" for k, v in ev.headers) + "\n"
+    return "".join(f"{k}: {url_encode(v)}\n" for k, v in ev.headers) + "\n"
+
+
+def uuid_broadcast(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 4)
+    if len(argv) < 2:
+        return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR invalid uuid\n"
+    legs = argv[2].lower() if len(argv) > 2 else "aleg"
+    if "aleg" in legs or "both" in legs:
+        sim.broadcast(ch, argv[1])
+    return "+OK Message sent\n"
+
+
+def uuid_transfer(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 5)
+    usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
+    if len(argv) < 2:
+        return usage
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR No such channel!\n"
+    dest, dialplan = argv[1], (argv[2] if len(argv) > 2 else "XML")
+    if dest.startswith("-"):
+        return "-ERR simulator: -bleg/-both not simulated\n"
+    if dialplan != "inline":
+        return "-ERR simulator: only inline dialplan transfers are simulated\n"
+    app, _, app_arg = dest.partition(":")
+    if app not in ("park", "playback", "echo"):
+        return f"-ERR simulator: inline application {app} not simulated\n"
+    sim.transfer(ch, app, app_arg)
+    return "+OK\n"
+
+
+def uuid_displace(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 5)
+    if len(argv) < 3:
+        return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR Cannot locate session!\n"
+    action, path = argv[1].lower(), argv[2]
+    if action == "start":
+        if wav_duration(path) is None:
+            return "-ERR Cannot displace session!\n"
+        return "+OK Success\n"
+    if action == "stop":
+        return "+OK Success\n"
+    return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
+
+
+def show(sim: Simulator, arg: str | None) -> str:
+    argv = _separate(arg, 6)
+    if not argv or argv[0].lower() not in ("channels", "calls"):
+        return "-USAGE: simulator knows: show channels [count], show calls [count]\n"
+    chans = list(sim._all.values())
+    if argv[0].lower() == "calls":
+        chans = [c for c in chans if c.leg == "a"]
+    if len(argv) > 1 and argv[1].lower() == "count":
+        return f"\n{len(chans)} total.\n"
+    if not chans:
+        return "\n0 total.\n"
+    rows = [_CHANNEL_COLUMNS]
+    for c in chans:
+        rows.append(",".join((
+            c.uuid, c.direction, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created)),
+            str(int(c.created)), c.name, c.state, c.cid_name, c.cid_number, "127.0.0.1",
+            c.extension, c.app, c.app_arg, "XML", c.context, "L16", str(c.rate),
+            str(c.rate * 16), "L16", str(c.rate), str(c.rate * 16), "", sim.core.hostname, "", "",
+            "", c.call_state, "", "", "", c.uuid, "", "", c.cid_name, c.cid_number, "127.0.0.1",
+            c.extension, "XML", c.context,
+        )))
+    return "\n".join(rows) + f"\n\n{len(chans)} total.\n"
+
+
+def status(sim: Simulator, arg: str | None) -> str:
+    up = time.time() - sim.started_at
+    secs = int(up)
+    ms = int((up - secs) * 1000)
+    us = int((up - secs) * 1_000_000) % 1000
+    d, rem = divmod(secs, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+
+    def pl(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    live = len(sim._all)
+    return (
+        f"UP {pl(0, 'year')}, {pl(d, 'day')}, {pl(h, 'hour')}, {pl(m, 'minute')}, "
+        f"{pl(s, 'second')}, {pl(ms, 'millisecond')}, {pl(us, 'microsecond')}\n"
+        f"FreeSWITCH (Version {VERSION}) is ready\n"
+        f"{sim.sessions_since_startup} session(s) since startup\n"
+        f"{live} session(s) - peak {sim.sessions_peak}, last 5min {sim.sessions_peak} \n"
+        f"0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n"
+        f"1000 session(s) max\n"
+        f"min idle cpu 0.00/100.00\n"
+        f"Current Stack Size/Max 240K/8192K\n"
+    )
+
+
+_COMMANDS = {
+    "originate": originate,
+    "uuid_kill": uuid_kill,
+    "uuid_exists": uuid_exists,
+    "uuid_getvar": uuid_getvar,
+    "uuid_setvar": uuid_setvar,
+    "uuid_dump": uuid_dump,
+    "uuid_broadcast": uuid_broadcast,
+    "uuid_transfer": uuid_transfer,
+    "uuid_displace": uuid_displace,
+    "show": show,
+    "status": status,
+}
+
+__all__ = ["execute"]
