@@ -658,3 +658,41 @@ def test_stalled_peer_ends_the_connection(monkeypatch: pytest.MonkeyPatch) -> No
         assert_ended(client)
     finally:
         raw.close()
+
+
+def test_killing_a_connecting_greenlet_leaks_no_socket() -> None:
+    raw = RawServer(upgrade=False)  # never answers the upgrade
+    try:
+        client = Recorder().client(f"ws://127.0.0.1:{raw.port}/", connect_timeout=5)
+        glet = gevent.spawn(client.connect)
+        wait_until(lambda: client._sock is not None)
+        glet.kill(block=True, timeout=2)
+        assert glet.dead
+        assert client._sock.closed
+        assert not client.is_open and not client.send_text("x")
+    finally:
+        raw.close()
+
+
+def test_deflate_parameters_chosen_by_the_server_are_honoured() -> None:
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+    factory = ServerPerMessageDeflateFactory(
+        client_no_context_takeover=True, client_max_window_bits=10
+    )
+    srv = Server(compression=None, extensions=[factory])
+    try:
+        rec = Recorder()
+        client = rec.client(srv.url)
+        client.connect()
+        assert client.deflate_negotiated
+        assert client._compress_reset and client._compress_bits == 10
+        messages = [bytes(640), os.urandom(640), b"a" * 5000, b""]
+        for m in messages:
+            assert client.send_binary(m)
+        assert client.send_text("déjà")
+        wait_until(lambda: len(srv.received) == 5)
+        assert srv.received == [("binary", m) for m in messages] + [("text", "déjà")]
+        client.close()
+    finally:
+        srv.stop()

@@ -6,6 +6,11 @@ Why this shape:
   buffer is full does the rest go to a bounded outgoing buffer that a writer greenlet (started on
   demand, owned here) drains; while anything is buffered every later message, text, binary, pong
   or close, queues behind it, so the server sees them in the order they were sent.
+- Outgoing data frames are built here, not by wsproto: wsproto's generic framer costs ~21 us per
+  640-byte frame (masking byte-class tables, event objects), this one ~5 us (one big-int XOR),
+  ~10 us with deflate. Messages are never fragmented, so wsproto's state stays valid; it still
+  parses everything received and builds the control frames (ping, pong, close). Compression
+  uses zlib level 1: for real-time audio, speed matters more than the last bytes of ratio.
 - Overflow drops whole messages (counted in `dropped`), never parts of one: audio that cannot be
   sent in time is worth less than a connection that stays in sync.
 - permessage-deflate is offered with wsproto's defaults, keeping the compression context across
@@ -21,7 +26,10 @@ import contextlib
 import enum
 import ipaddress
 import logging
+import os
 import ssl
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
@@ -52,6 +60,11 @@ log = logging.getLogger(__name__)
 _RECV_SIZE = 65536
 _READ_POLL = 5.0  # idle wake-up of the reader; liveness itself is the heartbeat's job
 WRITE_STALL_TIMEOUT = 30.0  # no byte accepted by the kernel for this long: the peer is gone
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+_H16 = struct.Struct("!BBH")
+_H64 = struct.Struct("!BBQ")
+_MASK_POOL = 4096  # mask keys are drawn from os.urandom in blocks, not one syscall per frame
 
 
 class WSErrorCode(enum.IntEnum):
@@ -172,6 +185,11 @@ class WebSocketClient:
         self._text_parts: list[str] = []
         self._bin_parts: list[bytes] = []
         self._last_out = 0.0
+        self._compressor: zlib._Compress | None = None
+        self._compress_bits = 15
+        self._compress_reset = False  # client_no_context_takeover was negotiated
+        self._masks = b""
+        self._mask_at = _MASK_POOL
 
         self.deflate_negotiated = False
         self.dropped = 0
@@ -219,6 +237,12 @@ class WebSocketClient:
             self._connect_failed(exc)
         except OSError as exc:  # e.g. reset in the middle of the upgrade
             self._connect_failed(WSError(WSErrorCode.IO, f"{phase}: {exc}"))
+        except BaseException:  # e.g. our owner killed the connecting greenlet: leak nothing
+            self._state = _State.CLOSED
+            self._closed.set()
+            if self._sock is not None:
+                self._sock.close()
+            raise
         finally:
             timer.close()
         if self._state is not _State.CONNECTING:  # abort() from another greenlet meanwhile
@@ -296,9 +320,9 @@ class WebSocketClient:
                 ws.receive_data(data)
                 for event in ws.events():
                     if isinstance(event, AcceptConnection):
-                        self.deflate_negotiated = any(
-                            isinstance(e, PerMessageDeflate) for e in event.extensions
-                        )
+                        for ext in event.extensions:
+                            if isinstance(ext, PerMessageDeflate):
+                                self._start_deflate(ext)
                         return  # frames after the 101 stay in wsproto for the reader
                     if isinstance(event, RejectConnection):
                         self.http_status = event.status_code
@@ -310,7 +334,46 @@ class WebSocketClient:
             except RemoteProtocolError as exc:
                 raise WSError(WSErrorCode.INVALID_HEADER, f"bad upgrade response: {exc}") from exc
 
+    def _start_deflate(self, ext: PerMessageDeflate) -> None:
+        """Adopt the negotiated parameters for our own outgoing compression."""
+        self.deflate_negotiated = True
+        self._compress_bits = ext.client_max_window_bits
+        self._compress_reset = ext.client_no_context_takeover
+        self._compressor = zlib.compressobj(
+            zlib.Z_BEST_SPEED, zlib.DEFLATED, -self._compress_bits
+        )
+
     # ------------------------------------------------------------------- send
+
+    def _frame(self, first: int, payload: bytes | bytearray | memoryview) -> bytes:
+        """One complete, masked (and possibly compressed) client data frame (RFC 6455/7692)."""
+        comp = self._compressor
+        if comp is not None:
+            payload = comp.compress(payload) + comp.flush(zlib.Z_SYNC_FLUSH)
+            if payload.endswith(b"\x00\x00\xff\xff"):
+                payload = payload[:-4]
+            first |= 0x40  # RSV1: compressed
+            if self._compress_reset:
+                self._compressor = zlib.compressobj(
+                    zlib.Z_BEST_SPEED, zlib.DEFLATED, -self._compress_bits
+                )
+        n = len(payload)
+        if n < 126:
+            header = bytes((first, 0x80 | n))
+        elif n < 65536:
+            header = _H16.pack(first, 0xFE, n)
+        else:
+            header = _H64.pack(first, 0xFF, n)
+        at = self._mask_at
+        if at >= _MASK_POOL:
+            self._masks = os.urandom(_MASK_POOL)
+            at = 0
+        self._mask_at = at + 4
+        key = self._masks[at : at + 4]
+        if not n:
+            return header + key
+        mask = int.from_bytes((key * ((n >> 2) + 1))[:n], "little")
+        return header + key + (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
 
     def send_binary(self, data: bytes) -> bool:
         """Queue one binary message; False when not open or the send buffer is full (dropped)."""
@@ -321,7 +384,7 @@ class WebSocketClient:
         ):
             self.dropped += 1
             return False
-        return self._enqueue(self._ws.send(BytesMessage(data=data)))
+        return self._enqueue(self._frame(0x80 | _OP_BINARY, data))
 
     def send_text(self, text: str) -> bool:
         """Queue one text message; False when not open or the send buffer is full (dropped)."""
@@ -332,7 +395,7 @@ class WebSocketClient:
         ):
             self.dropped += 1
             return False
-        return self._enqueue(self._ws.send(TextMessage(data=text)))
+        return self._enqueue(self._frame(0x80 | _OP_TEXT, text.encode()))
 
     def _enqueue(self, wire: bytes) -> bool:
         """Hand framed bytes to the kernel now if nothing is queued, else queue them in order."""
