@@ -2,7 +2,7 @@
 
 Why this shape:
 - Sending is on the per-frame path (50 messages/s per call), so `send_binary` normally does no
-  greenlet switch: it frames with wsproto and tries one non-blocking `send`. Only when the kernel
+  greenlet switch: it builds the frame and tries one non-blocking `send`. Only when the kernel
   buffer is full does the rest go to a bounded outgoing buffer that a writer greenlet (started on
   demand, owned here) drains; while anything is buffered every later message, text, binary, pong
   or close, queues behind it, so the server sees them in the order they were sent.
@@ -14,9 +14,10 @@ Why this shape:
 - Overflow drops whole messages (counted in `dropped`), never parts of one: audio that cannot be
   sent in time is worth less than a connection that stays in sync.
 - permessage-deflate is offered with wsproto's defaults, keeping the compression context across
-  messages. `client_no_context_takeover` would save ~256 kB of zlib state per connection but makes
-  wsproto build a new compressor per message: measured 122 us vs 8 us per 640-byte frame, which
-  at 50,000 frames/s (1000 calls) is a whole CPU. Memory is the cheaper resource here.
+  messages (unless the server demands client_no_context_takeover). Asking for it ourselves would
+  save ~256 kB of zlib state per connection but needs a new compressor per message: measured
+  122 us vs 8 us per 640-byte frame, a whole CPU at 50,000 frames/s (1000 calls). Memory is the
+  cheaper resource here.
 - Error codes follow libwsc's numbering, which mod_audio_stream reports in its error events.
 """
 
