@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
+import subprocess
+import sys
 
 import gevent
 import pytest
@@ -492,3 +495,44 @@ def test_dialstring_parsing():
     assert (d.extension, d.context, d.app, d.app_arg) == ("1000", "default", "playback",
                                                           "/tmp/a b.wav")
     assert d.variables == {"a": "1", "b": "x, {y}"}
+
+
+def test_filter_and_json_format(sim, esl):
+    uuid = originate(esl)
+    other = originate(esl)
+    assert esl.cmd("event json CHANNEL_HANGUP").raw == reply_raw("+OK event listener enabled json")
+    assert esl.cmd(f"filter Unique-ID {uuid}").raw == reply_raw(
+        f"+OK filter added. [Unique-ID]=[{uuid}]")
+    esl.api(f"uuid_kill {other}")
+    esl.api(f"uuid_kill {uuid}")
+    m = esl.expect("text/event-json")
+    ev = json.loads(m.body)
+    assert ev["Event-Name"] == "CHANNEL_HANGUP" and ev["Unique-ID"] == uuid
+    with pytest.raises(TimeoutError):
+        esl.expect("text/event-json", 0.2)
+
+
+def test_run_simulator_stops_on_sigterm():
+    port = free_udp_port()  # any free number; TCP on the same number is almost surely free
+    code = ("from esl_audio_stream.simulator import run_simulator; "
+            f"run_simulator('127.0.0.1', {port}, 'pw', {{'1000': 'tone:440'}})")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        c = None
+        with gevent.Timeout(10):
+            while c is None:
+                try:
+                    c = RawEsl(("127.0.0.1", port), password="pw")
+                except OSError:
+                    gevent.sleep(0.05)
+        originate(c)
+        proc.terminate()
+        with pytest.raises(EOFError):
+            while True:
+                c.read(5.0)
+        c.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -172,6 +172,8 @@ class EslConnection:
                 self._put(_CLOSE)
                 return None
             return _reply("-ERR command not found")
+        if low.startswith("filter "):
+            return _reply(self.sub.filter(cmd[7:]))
         if low.startswith("sendmsg"):
             return _reply(self._sendmsg(pkt))
         if low.startswith("sendevent"):
@@ -188,7 +190,9 @@ class EslConnection:
             rest = cmd[5:]
             if " " not in rest:
                 return _reply("-ERR no keywords supplied")
-            words = [w for w in rest[rest.index(" ") + 1 :].split(" ")]
+            words = rest[rest.index(" ") + 1 :].split(" ")
+            if words[0].lower() == "xml":
+                return _reply("-ERR simulator: xml event format not simulated")
             return _reply(self.sub.event(words))
         if low.startswith("nixevent"):
             rest = cmd[8:]

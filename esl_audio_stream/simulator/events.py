@@ -9,6 +9,7 @@ mod_event_socket -- or the daemon's tests would pass against something FreeSWITC
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid as _uuid
 from email.utils import formatdate
@@ -188,10 +189,25 @@ class CoreInfo:
         return ev
 
 
-class Subscription:
-    """One listener's `event` / `nixevent` / `noevents` state, matched as event_handler does."""
+def _filter_match(value: str, comp: str, raw: str) -> bool:
+    """A filter value starting with '/' is a regex (switch_regex), else a case-insensitive
+    comparison."""
+    if raw.startswith("/"):
+        pat = comp[1:] if comp.startswith("/") else comp
+        if "/" in pat:
+            pat = pat[: pat.rindex("/")]
+        try:
+            return re.search(pat, value) is not None
+        except re.error:
+            return False
+    return value.lower() == comp.lower()
 
-    __slots__ = ("all", "custom", "enabled", "fmt", "names")
+
+class Subscription:
+    """One listener's `event` / `nixevent` / `noevents` / `filter` state, matched as
+    mod_event_socket's event_handler does."""
+
+    __slots__ = ("all", "custom", "enabled", "filters", "fmt", "names")
 
     def __init__(self) -> None:
         self.enabled = False
@@ -199,13 +215,53 @@ class Subscription:
         self.names: set[str] = set()
         self.custom: set[str] = set()
         self.all = False
+        self.filters: list[tuple[str, str]] = []
+
+    def filter(self, arg: str) -> str:
+        """`filter <header> <value>`, `filter delete <header> [<value>]`, `filter delete all`."""
+        arg = arg.lstrip(" ")
+        name, sp, value = arg.partition(" ")
+        if name.lower() == "delete" and sp:
+            name, _, value = value.partition(" ")
+            if name.lower() == "all":
+                self.filters.clear()
+            else:
+                self.filters = [(k, v) for k, v in self.filters
+                                if not (k.lower() == name.lower() and (not value or v == value))]
+            return f"+OK filter deleted. [{name}][{value}]"
+        if sp:
+            if name.lower() == "add":
+                name, _, value = value.partition(" ")
+            self.filters.append((name, value))
+            return f"+OK filter added. [{name}]=[{value}]"
+        return "-ERR invalid syntax"
+
+    def _filtered(self, ev: Event) -> bool:
+        send = False
+        for name, raw in self.filters:
+            hval = ev.get(name)
+            if hval is None:
+                continue
+            comp = raw
+            pos = True
+            while comp and comp[0] in "+- ":
+                if comp[0] != " ":
+                    pos = comp[0] == "+"
+                comp = comp[1:]
+            if send and pos:
+                continue
+            if _filter_match(hval, comp, raw):
+                if not pos:
+                    return False
+                send = True
+        return send
 
     def event(self, words: list[str]) -> str:
         """`event <fmt> <names...>`; returns the Reply-Text."""
         keys = 0
         custom = False
         for i, w in enumerate(words):
-            if i == 0 and w.lower() in ("plain", "json", "xml"):
+            if i == 0 and w.lower() in ("plain", "json"):
                 self.fmt = w.lower()
                 continue
             if custom:
@@ -264,8 +320,9 @@ class Subscription:
     def wants(self, ev: Event) -> bool:
         if not self.enabled:
             return False
-        if self.all:
-            return True
-        if ev.name not in self.names:
-            return False
-        return ev.name != "CUSTOM" or not ev.subclass or ev.subclass in self.custom
+        if not self.all:
+            if ev.name not in self.names:
+                return False
+            if ev.name == "CUSTOM" and ev.subclass and ev.subclass not in self.custom:
+                return False
+        return not self.filters or self._filtered(ev)
