@@ -8,6 +8,8 @@ loop first uses the connection (unicast_thread_launch), exactly as in switch_ivr
 from __future__ import annotations
 
 import logging
+import os
+import socket as _std
 from collections.abc import Callable
 
 import gevent
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 class SimUnicast:
     """One unicast connection. `close()` ends the reader and closes the socket; idempotent."""
 
-    __slots__ = ("_reader", "closed", "local", "remote", "sock")
+    __slots__ = ("_reader", "_tx", "closed", "local", "remote", "sock")
 
     def __init__(self, local: tuple[str, int], remote: tuple[str, int]) -> None:
         self.local = local
@@ -34,11 +36,19 @@ class SimUnicast:
             raise
         self.sock = sock
         self.local = sock.getsockname()
+        # The per-frame send skips gevent's wrapper: a plain socket on a dup of the same
+        # (non-blocking) descriptor sends from the same bound address.
+        self._tx = _std.socket(_std.AF_INET, _std.SOCK_DGRAM, fileno=os.dup(sock.fileno()))
 
     @classmethod
     def open(cls, local_ip: str, local_port: int, remote_ip: str, remote_port: int) -> SimUnicast:
         """Resolve both ends (IPv4, as FreeSWITCH always uses AF_INET) and bind local."""
         def v4(host: str, port: int) -> tuple[str, int]:
+            try:  # a literal needs no resolver round trip (that would yield mid-tick)
+                _std.inet_pton(_std.AF_INET, host)
+                return host, port
+            except OSError:
+                pass
             info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
             return info[0][4][0], port
 
@@ -67,7 +77,9 @@ class SimUnicast:
         if self.closed:
             return False
         try:
-            self.sock.sendto(frame, self.remote)
+            self._tx.sendto(frame, self.remote)
+        except BlockingIOError:  # send buffer full: this frame is lost, the stream goes on
+            return True
         except OSError:
             return False
         return True
@@ -80,4 +92,5 @@ class SimUnicast:
         self._reader = None
         if reader is not None and reader is not gevent.getcurrent():
             reader.kill(block=False)
+        self._tx.close()
         self.sock.close()
