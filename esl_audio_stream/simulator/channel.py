@@ -5,6 +5,7 @@ events (switch_channel_event_set_data). No I/O here; the Simulator drives it.
 from __future__ import annotations
 
 import time
+from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,7 @@ class SimChannel:
         self.written = bytearray()
         self.written_total = 0
         self.frames_sent = 0
+        self.send_times: array | None = None  # monotonic send time of each datagram, if asked
         self.frames_read = 0
         self.cng_every = 0
         # what FreeSWITCH keeps on the session

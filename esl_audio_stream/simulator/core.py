@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 import uuid as _uuid
+from array import array
 from collections.abc import Callable
 
 import gevent
@@ -203,6 +204,9 @@ class Simulator:
     # -- channel events -------------------------------------------------------------------
     def chan_event(self, ch: SimChannel, name: str,
                    extra: tuple[tuple[str, str], ...] = ()) -> None:
+        if name == "CHANNEL_EXECUTE":
+            # switch_core_session_execute_application sets it before firing CHANNEL_EXECUTE
+            ch.variables["current_application"] = dict(extra).get("Application", "")
         ev = self.core.create(name, func="switch_channel")
         ev.headers += ch.data_headers(name)
         for k, v in extra:
@@ -251,6 +255,8 @@ class Simulator:
                        context)
         a.other, b.other = b, a
         a.cng_every = max(0, _atoi(variables.get("sim_cng_every", "0")))
+        if variables.get("sim_record_times") == "true":  # the bench's latency reference
+            a.send_times = array("d")
         a.app, a.app_arg = app, app_arg
         b.app = "echo" if spec == "echo" else "playback"
         b.app_arg = spec
@@ -399,6 +405,8 @@ class Simulator:
                 pc.launch(lambda data, ch=ch: self._write_back(ch, data))
             if pc.send(frame):
                 ch.frames_sent += 1
+                if ch.send_times is not None:
+                    ch.send_times.append(time.monotonic())
             else:
                 self._deactivate_unicast(ch)
         self._parse_private(ch)

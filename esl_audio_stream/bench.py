@@ -1,0 +1,176 @@
+"""The benchmark: N simulated calls streamed through a daemon process into a sink process.
+
+Three processes, so the daemon's own cost can be read off the kernel's accounting of its process
+alone: this one (the FreeSWITCH simulator: calls, ESL, unicast UDP), the daemon (`esl-audio-stream
+run`), and the sink (a WebSocket endpoint that records each message's arrival time). Latency is
+datagram send time (recorded by the simulator) to WebSocket message arrival (recorded by the sink),
+matched frame by frame; both use CLOCK_MONOTONIC, which all processes on a host share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_sink(port_file: str, result_file: str) -> int:
+    """The sink process: record arrival times until SIGTERM, then write them out as JSON."""
+    import gevent
+
+    from .sink import AudioSink
+
+    sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600)
+    sink.start()
+    Path(port_file).write_text(str(sink.address[1]))
+    done = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, done.set)
+    done.wait()
+    result = {s.path: list(s.times or ()) for s in sink.sessions}
+    Path(result_file).write_text(json.dumps(result))
+    sink.stop()
+    return 0
+
+
+def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
+              channel_rate: int = 8000) -> int:
+    import gevent
+
+    from .cli import control_request
+    from .esl.connection import ESLConnection
+    from .simulator import Simulator
+
+    workdir = Path(tempfile.mkdtemp(prefix="eas-bench-"))
+    sim = Simulator(port=0, extensions={"1000": "tone:440"})
+    sim.start()
+    control = f"127.0.0.1:{_free_port()}"
+    port_file, result_file = workdir / "sink.port", workdir / "sink.json"
+    sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.bench", "--sink",
+                             str(port_file), str(result_file)])
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
+         "{}:{}".format(*sim.address), "--control", control],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
+    )
+    esl = ESLConnection(*sim.address)
+    pool = gevent.get_hub().threadpool
+    try:
+        esl.start()
+        deadline = time.monotonic() + 10
+        while not port_file.exists() and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        sink_port = int(port_file.read_text())
+        if not esl.wait_connected(5):
+            print("could not reach the simulator")
+            return 1
+        gevent.sleep(1.0)
+        rss0 = _rss_kib(daemon.pid)
+        uuids = []
+        for _ in range(calls):
+            answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true}}"
+                             "loopback/1000/default &park()")
+            uuids.append(answer.split()[1])
+        failed = 0
+        for uuid in uuids:
+            url = f"ws://127.0.0.1:{sink_port}/bench/{uuid}"
+            answer = pool.apply(control_request, (control, f"{uuid} start {url} mono {rate}"))
+            failed += not answer.startswith("+OK")
+        gevent.sleep(1.0)  # settle
+        cpu1, sim_cpu1, t1 = _cpu_seconds(daemon.pid), time.process_time(), time.monotonic()
+        sink_cpu1 = _cpu_seconds(sink.pid)
+        gevent.sleep(seconds)
+        cpu2, sim_cpu2, t2 = _cpu_seconds(daemon.pid), time.process_time(), time.monotonic()
+        sink_cpu2 = _cpu_seconds(sink.pid)
+        rss1 = _rss_kib(daemon.pid)
+        rows = json.loads(pool.apply(_get_streams, (control,)))
+        for uuid in uuids:
+            pool.apply(control_request, (control, f"{uuid} stop"))
+            esl.api(f"uuid_kill {uuid}")
+        sent = {u: list(getattr(sim.channel(u), "send_times", ()) or ()) for u in uuids}
+    finally:
+        esl.stop()
+        sink.send_signal(signal.SIGTERM)
+        daemon.send_signal(signal.SIGTERM)
+        for proc in (sink, daemon):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sim.stop()
+    received = json.loads(result_file.read_text()) if result_file.exists() else {}
+    latencies: list[float] = []
+    late = 0
+    for path, times in received.items():
+        uuid = path.rsplit("/", 1)[-1]
+        for s, r in zip(sent.get(uuid, ()), times, strict=False):
+            if t1 <= s <= t2:
+                latencies.append((r - s) * 1000)
+    late = sum(1 for x in latencies if x > 20)
+    call_seconds = calls * (t2 - t1)
+    frames_in = sum(r["frames_in"] for r in rows)
+    dropped = sum(r["dropped"] for r in rows)
+    print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
+          f"{rate} Hz mono, {t2 - t1:.1f} s measured")
+    print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
+          f"({100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
+    print(f"load generator CPU         simulator {100 * (sim_cpu2 - sim_cpu1) / (t2 - t1):.0f}%, "
+          f"sink {100 * (sink_cpu2 - sink_cpu1) / (t2 - t1):.0f}% of one core (2 cores in all)")
+    print(f"frames                    {frames_in} in, {dropped} dropped by the daemon, "
+          f"{late} late (> 20 ms) of {len(latencies)} matched")
+    print(f"latency datagram->message p50 {_percentile(latencies, 0.5):.2f} ms, "
+          f"p99 {_percentile(latencies, 0.99):.2f} ms, max {max(latencies, default=0):.2f} ms")
+    print(f"daemon RSS                {rss0 / 1024:.1f} MiB idle, {rss1 / 1024:.1f} MiB with "
+          f"{calls} calls: {(rss1 - rss0) / max(calls, 1):.1f} KiB per call")
+    return 0 if failed == 0 else 1
+
+
+def _get_streams(control: str) -> str:
+    import http.client
+
+    host, port = control.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/streams")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--sink":
+        sys.exit(run_sink(sys.argv[2], sys.argv[3]))
+    print("usage: python -m esl_audio_stream.bench --sink PORT_FILE RESULT_FILE", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,223 @@
+"""The daemon: one ESL connection, the registry of streams, and the commands that change it.
+
+It turns command strings into streams, follows FreeSWITCH's channel events so each stream ends
+with its call and each event is fired on a route FreeSWITCH will deliver (see events.py), and on
+shutdown stops every stream before letting go of FreeSWITCH.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import gevent
+import gevent.event
+
+from . import commands, events
+from .commands import CommandError
+from .config import DaemonConfig
+from .esl.connection import ESLConnection, ESLError
+from .esl.protocol import Event
+from .media.unicast import PortPool
+from .stream import Stream
+
+log = logging.getLogger(__name__)
+
+CHANNEL_EVENTS = (
+    "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_DESTROY",
+)
+
+
+class CallTrack:
+    """What the channel events have said about one streamed call."""
+
+    __slots__ = ("destroyed", "state")
+
+    def __init__(self, state: events.CallState) -> None:
+        self.state = state
+        self.destroyed = gevent.event.Event()
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig | None = None) -> None:
+        self.config = config or DaemonConfig()
+        cfg = self.config
+        self.esl = ESLConnection(
+            cfg.esl_host,
+            cfg.esl_port,
+            cfg.esl_password,
+            on_event=self._on_event,
+            on_connect=self._on_esl_connect,
+            command_timeout=cfg.esl_timeout,
+        )
+        self.esl.subscribe(*CHANNEL_EVENTS)
+        self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max)
+        self.streams: dict[str, Stream] = {}
+        self._starting: set[str] = set()
+        self._tracks: dict[str, CallTrack] = {}
+        self._checker: gevent.Greenlet | None = None
+        self.events_failed = 0
+        self._closing = False
+        from .control import ControlServer  # control imports nothing of ours but the daemon API
+
+        self.control = ControlServer(self, cfg.control_host, cfg.control_port)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.esl.start()
+        self.control.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every stream (close 1000, disconnect events), then the control endpoint and ESL."""
+        self._closing = True
+        streams = list(self.streams.values())
+        for stream in streams:
+            stream.stop_async("shutdown")
+        with gevent.Timeout(timeout, False):
+            for stream in streams:
+                stream.done.wait()
+        if self._checker is not None:
+            self._checker.kill()
+        self.control.stop()
+        self.esl.stop()
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def execute(self, args: str | bytes) -> str:
+        """Carry out one `uuid_audio_stream` argument string; return mod_audio_stream's answer."""
+        try:
+            cmd = commands.parse_command(args)
+            if isinstance(cmd, commands.Start):
+                self._start(cmd)
+            else:
+                stream = self.streams.get(cmd.uuid)
+                if stream is None:
+                    raise CommandError(f"no audio stream on {cmd.uuid}")
+                if isinstance(cmd, commands.Stop):
+                    stream.stop("command", cmd.text)
+                elif isinstance(cmd, commands.Pause):
+                    stream.paused = True
+                elif isinstance(cmd, commands.Resume):
+                    stream.paused = False
+                elif isinstance(cmd, commands.SendText):
+                    raise CommandError("send_text is not supported yet")
+        except CommandError as exc:
+            return exc.answer
+        except Exception as exc:
+            log.exception("command %r failed", args)
+            return commands.err(f"internal error: {exc}")
+        return commands.OK
+
+    def _start(self, cmd: commands.Start) -> None:
+        if self._closing:
+            raise CommandError("the daemon is shutting down")
+        uuid = cmd.uuid
+        if uuid in self.streams or uuid in self._starting:
+            raise CommandError(f"an audio stream is already running on {uuid}")
+        self._starting.add(uuid)
+        try:
+            channel = self._channel_info(uuid)
+            track = CallTrack(_initial_state(channel))
+            self._tracks[uuid] = track
+            rate = int(channel.get("variable_read_rate") or 0)
+            stream = Stream(self, cmd, rate)
+            try:
+                stream.start()
+            except BaseException:
+                self._tracks.pop(uuid, None)
+                raise
+            self.streams[uuid] = stream
+            if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
+                stream.stop_async("hangup")  # the call ended while we were connecting
+            log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
+        finally:
+            self._starting.discard(uuid)
+
+    def _channel_info(self, uuid: str) -> dict[str, str]:
+        try:
+            body = self.esl.api(f"uuid_dump {uuid} json")
+        except ESLError as exc:
+            raise CommandError(f"FreeSWITCH did not answer: {exc}") from None
+        if not body.lstrip().startswith("{"):
+            raise CommandError(f"no such channel: {uuid}")
+        try:
+            info = json.loads(body)
+        except ValueError:
+            raise CommandError(f"unreadable uuid_dump for {uuid}") from None
+        return {str(k): str(v) for k, v in info.items()}
+
+    # -- what streams need from us ----------------------------------------------------------
+
+    def call_state(self, uuid: str) -> events.CallState:
+        track = self._tracks.get(uuid)
+        return track.state if track is not None else events.CallState.GONE
+
+    def fire(self, uuid: str, subclass: str, body: str) -> None:
+        """Fire one mod_audio_stream event on a route FreeSWITCH delivers in the call's state."""
+        track = self._tracks.get(uuid)
+        route = events.route_for(track.state if track is not None else events.CallState.GONE)
+        if route is events.Route.WAIT_DESTROY:
+            assert track is not None
+            seen = track.destroyed.wait(self.config.destroy_wait)
+            route = events.Route.DIRECT if seen else events.Route.UNROUTED
+        try:
+            self.esl.sendevent("CUSTOM", events.event_headers(route, uuid, subclass), body)
+        except ESLError as exc:
+            self.events_failed += 1
+            log.error("%s: could not fire %s: %s", uuid, subclass, exc)
+
+    def stream_ended(self, stream: Stream) -> None:
+        if self.streams.get(stream.uuid) is stream:
+            del self.streams[stream.uuid]
+        self._tracks.pop(stream.uuid, None)
+        log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
+                 stream.cause, stream.frames_in, stream.frames_out, stream.dropped)
+
+    # -- FreeSWITCH's events ----------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        track = self._tracks.get(event.uuid)
+        if track is None:
+            return
+        name = event.name
+        track.state = events.next_state(track.state, name, event.get("Application", ""))
+        if name == "CHANNEL_DESTROY":
+            track.destroyed.set()
+        if track.state is events.CallState.HUNGUP or name == "CHANNEL_DESTROY":
+            stream = self.streams.get(event.uuid)
+            if stream is not None:
+                stream.stop_async("hangup")
+
+    def _on_esl_connect(self) -> None:
+        """After a reconnect, end the streams whose calls went away while we could not hear."""
+        if self.streams and (self._checker is None or self._checker.dead):
+            self._checker = gevent.spawn(self._check_calls)
+
+    def _check_calls(self) -> None:
+        for uuid, stream in list(self.streams.items()):
+            try:
+                exists = self.esl.api(f"uuid_exists {uuid}").strip() == "true"
+            except ESLError:
+                return
+            if not exists:
+                track = self._tracks.get(uuid)
+                if track is not None:
+                    track.state = events.CallState.GONE
+                    track.destroyed.set()
+                stream.stop_async("hangup")
+
+
+def _initial_state(channel: dict[str, str]) -> events.CallState:
+    if channel.get("Channel-State") in ("CS_HANGUP", "CS_REPORTING", "CS_DESTROY"):
+        return events.CallState.HUNGUP
+    if channel.get("variable_current_application") == "park":
+        return events.CallState.PARKED
+    return events.CallState.BUSY

@@ -1,0 +1,231 @@
+"""One call's stream: the per-frame path and everything the call holds, released in one place.
+
+A `Stream` owns its UDP socket, its FreeSWITCH port, its WebSocket, its resampler, its receive
+greenlet, its first-audio timer and its stopper greenlet. `stop()` is the single way out, whatever
+ends the stream (a command, the caller hanging up, the endpoint closing, daemon shutdown), and it
+releases all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import gevent
+import gevent.event
+
+from . import events
+from .commands import CommandError, Start
+from .esl.connection import ESLError
+from .media.frames import Chunker, chunk_bytes_for
+from .media.resample import make_resampler
+from .media.unicast import UnicastEndpoint
+from .ws.client import WebSocketClient, WSError
+
+if TYPE_CHECKING:
+    from .config import DaemonConfig
+    from .esl.connection import ESLConnection
+    from .media.unicast import PortPool
+
+log = logging.getLogger(__name__)
+
+PTIME_MS = 20
+
+
+class StreamHost(Protocol):
+    """What a stream needs from the daemon that owns it."""
+
+    config: DaemonConfig
+    esl: ESLConnection
+    ports: PortPool
+
+    def fire(self, uuid: str, subclass: str, body: str) -> None: ...
+    def call_state(self, uuid: str) -> events.CallState: ...
+    def stream_ended(self, stream: Stream) -> None: ...
+
+
+class Stream:
+    """A call's audio on its way to one WebSocket endpoint."""
+
+    def __init__(self, host: StreamHost, cmd: Start, channel_rate: int) -> None:
+        self.host = host
+        self.uuid = cmd.uuid
+        self.url = cmd.url
+        self.mix = cmd.mix
+        self.rate = cmd.rate
+        self.metadata = cmd.metadata
+        self.channel_rate = channel_rate  # 0: not known yet, taken from the first frame
+        self.paused = False
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped = 0
+        self.malformed = 0
+        self.cause = ""
+        self.done = gevent.event.Event()
+        self._stopping = False
+        self._peer_close: tuple[int, str] | None = None
+        self._fs_port = 0
+        self._endpoint: UnicastEndpoint | None = None
+        self._ws: WebSocketClient | None = None
+        self._recv: gevent.Greenlet | None = None
+        self._timer: gevent.Greenlet | None = None
+        self._stopper: gevent.Greenlet | None = None
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect the endpoint, then ask FreeSWITCH for the call's audio. Raises CommandError
+        (with everything already released) when the stream cannot start."""
+        cfg = self.host.config
+        try:
+            self._fs_port = self.host.ports.take()
+            self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host, self._fs_port)
+        except (RuntimeError, OSError) as exc:
+            self._release()
+            raise CommandError(f"cannot open a media port: {exc}") from None
+        self._ws = WebSocketClient(
+            self.url,
+            on_text=self._on_text,
+            on_binary=self._on_binary,
+            on_close=self._on_ws_close,
+            connect_timeout=cfg.ws_connect_timeout,
+            close_timeout=cfg.ws_close_timeout,
+        )
+        try:
+            self._ws.connect()
+        except WSError as exc:
+            self.host.fire(self.uuid, events.ERROR, events.error_body(
+                exc.code, exc.message, http_status=exc.http_status))
+            self._release()
+            raise CommandError(f"cannot connect to {self.url}: {exc.message}") from None
+        if self.metadata:
+            self._ws.send_text(self.metadata)
+        self.host.fire(self.uuid, events.CONNECT, events.connect_body())
+        try:
+            self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
+        except ESLError as exc:
+            self._ws.close(1000, "")
+            self._release()
+            raise CommandError(f"unicast refused by FreeSWITCH: {exc}") from None
+        self._recv = gevent.spawn(self._receive)
+        self._timer = gevent.spawn_later(cfg.first_audio_timeout, self._no_audio)
+
+    # -- the per-frame path ---------------------------------------------------------------------
+
+    def _receive(self) -> None:
+        """FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket."""
+        assert self._endpoint is not None and self._ws is not None
+        recv = self._endpoint.recv
+        send = self._ws.send_binary
+        data = recv()
+        if not self.channel_rate:  # no read_rate variable: one datagram is one 20 ms frame
+            self.channel_rate = len(data) // 2 * (1000 // PTIME_MS)
+        resampler = make_resampler(self.channel_rate, self.rate)
+        resample = resampler.process if resampler is not None else None
+        chunker = Chunker(chunk_bytes_for(self.rate, PTIME_MS))
+        push, pop = chunker.push, chunker.pop
+        cng_len = 0
+        cng = silence = b""
+        try:
+            while True:
+                n = len(data)
+                if n & 1 or not n:
+                    self.malformed += 1
+                else:
+                    if data[0] == 0xFF:
+                        if n != cng_len:
+                            cng_len, cng, silence = n, b"\xff" * n, bytes(n)
+                        if data == cng:  # FreeSWITCH sends comfort noise as 0xFF bytes
+                            data = silence
+                    self.frames_in += 1
+                    if not self.paused:
+                        push(resample(data) if resample is not None else data)
+                        while (chunk := pop()) is not None:
+                            if send(chunk):
+                                self.frames_out += 1
+                            else:
+                                self.dropped += 1
+                data = recv()
+        finally:
+            if resampler is not None:
+                resampler.close()
+
+    def _no_audio(self) -> None:
+        if self.frames_in == 0 and not self._stopping:
+            self.host.fire(self.uuid, events.ERROR, events.error_body(
+                events.WS_TIMEOUT,
+                f"no audio from FreeSWITCH {self.host.config.first_audio_timeout:g} s after "
+                f"start (is the channel parked? is local-port {self._fs_port} free?)"))
+
+    # -- from the endpoint ------------------------------------------------------------------------
+
+    def _on_text(self, text: str) -> None:
+        self.host.fire(self.uuid, events.JSON, text)
+
+    def _on_binary(self, data: bytes) -> None:
+        pass  # audio from the endpoint is played back in a later version
+
+    def _on_ws_close(self, code: int, reason: str) -> None:
+        if not self._stopping:
+            self._peer_close = (code, reason)
+            self.stop_async("endpoint-closed")
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop_async(self, cause: str, text: str | None = None) -> None:
+        """Stop from a greenlet that must not block (ESL reader, WebSocket reader)."""
+        if self._stopper is None and not self._stopping:
+            self._stopper = gevent.spawn(self.stop, cause, text)
+
+    def stop(self, cause: str = "command", text: str | None = None) -> None:
+        """Send the final text, close the WebSocket (1000), fire the disconnect event, tear the
+        unicast down and release everything. Idempotent; later callers wait for the first."""
+        if self._stopping:
+            self.done.wait(self.host.config.ws_close_timeout + self.host.config.destroy_wait + 5)
+            return
+        self._stopping = True
+        self.cause = cause
+        try:
+            if self._timer is not None:
+                self._timer.kill(block=False)
+            ws = self._ws
+            if ws is not None and text:
+                ws.send_text(text)
+            self._teardown_unicast(cause)
+            if self._recv is not None:
+                self._recv.kill()
+            if self._peer_close is not None:
+                code, reason = self._peer_close
+            else:
+                code, reason = 1000, events.CLOSE_REASONS[1000]
+                if ws is not None:
+                    ws.close(code, reason)
+            self.host.fire(self.uuid, events.DISCONNECT, events.disconnect_body(code, reason))
+        except Exception:
+            log.exception("%s: error while stopping", self.uuid)
+        finally:
+            self._release()
+            self.done.set()
+            self.host.stream_ended(self)
+
+    def _teardown_unicast(self, cause: str) -> None:
+        """Make FreeSWITCH stop sending. Its unicast only ends when the channel leaves park, so a
+        parked call that goes on is re-parked (`uuid_transfer <uuid> park inline`)."""
+        if self._endpoint is not None:
+            self._endpoint.end_write_back()
+        if cause == "hangup" or self.host.call_state(self.uuid) is not events.CallState.PARKED:
+            return
+        try:
+            self.host.esl.api(f"uuid_transfer {self.uuid} park inline")
+        except ESLError as exc:
+            log.warning("%s: could not end unicast: %s", self.uuid, exc)
+
+    def _release(self) -> None:
+        if self._ws is not None:
+            self._ws.abort()
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+        if self._fs_port:
+            self.host.ports.give(self._fs_port)
+            self._fs_port = 0

@@ -1,0 +1,94 @@
+"""Shared fixtures: the FreeSWITCH simulator, the daemon, an independent WebSocket peer.
+
+Set EAS_REAL_FREESWITCH=host:port:password to run the end-to-end tests against a real FreeSWITCH
+whose dialplan defines the extensions the tests use (1000 = 440 Hz tone, 2000 = echo, 3000 =
+silence); the simulator-only tests are skipped then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import gevent
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from wspeer import WSPeer
+
+from esl_audio_stream.config import DaemonConfig
+from esl_audio_stream.daemon import Daemon
+from esl_audio_stream.esl.connection import ESLConnection
+
+REAL_FS = os.environ.get("EAS_REAL_FREESWITCH", "")
+EXTENSIONS = {"1000": "tone:440", "2000": "echo", "3000": "silence", "1001": "tone:1000"}
+
+
+def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
+    """Poll (yielding to gevent) until predicate() is true or the timeout passes."""
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(step)
+        return True
+    return bool(predicate())
+
+
+@pytest.fixture
+def fs():
+    """(host, port, password) of a FreeSWITCH: the simulator, or a real one."""
+    if REAL_FS:
+        host, port, password = REAL_FS.split(":", 2)
+        yield host, int(port), password, None
+        return
+    from esl_audio_stream.simulator import Simulator
+
+    sim = Simulator(port=0, extensions=EXTENSIONS)
+    sim.start()
+    try:
+        yield sim.address[0], sim.address[1], "ClueCon", sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(fs):
+    if fs[3] is None:
+        pytest.skip("needs the simulator")
+    return fs[3]
+
+
+@pytest.fixture
+def esl(fs):
+    """An operator's ESL client: originates calls and listens to events."""
+    seen = []
+    conn = ESLConnection(fs[0], fs[1], fs[2], on_event=seen.append)
+    conn.seen = seen
+    conn.start()
+    assert conn.wait_connected(5)
+    try:
+        yield conn
+    finally:
+        conn.stop()
+
+
+@pytest.fixture
+def daemon(fs):
+    d = Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2], control_port=0,
+                            first_audio_timeout=2.0, destroy_wait=1.0))
+    d.start()
+    assert d.esl.wait_connected(5)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def peer():
+    p = WSPeer().start()
+    try:
+        yield p
+    finally:
+        p.stop()
