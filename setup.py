@@ -2,4 +2,7 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["esl_audio_stream/media/_speex_build.py:ffibuilder"])
+setup(cffi_modules=[
+        "esl_audio_stream/media/_speex_build.py:ffibuilder",
+        "esl_audio_stream/ws/_mask_build.py:ffibuilder",
+    ])

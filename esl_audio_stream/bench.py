@@ -22,9 +22,14 @@ from pathlib import Path
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process, from the kernel's accounting."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def _cpu_seconds(pid: int) -> float:
+    return sum(_cpu_times(pid))
 
 
 def _rss_kib(pid: int) -> int:
@@ -53,7 +58,7 @@ def run_sink(port_file: str, result_file: str) -> int:
 
     from .sink import AudioSink
 
-    sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600)
+    sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600, fast=True)
     sink.start()
     Path(port_file).write_text(str(sink.address[1]))
     done = gevent.event.Event()
@@ -85,6 +90,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
          "{}:{}".format(*sim.address), "--control", control],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
     )
+    print(f"daemon pid {daemon.pid}, its log in {workdir / 'daemon.log'}", file=sys.stderr)
     esl = ESLConnection(*sim.address)
     pool = gevent.get_hub().threadpool
     try:
@@ -109,10 +115,10 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
             answer = pool.apply(control_request, (control, f"{uuid} start {url} mono {rate}"))
             failed += not answer.startswith("+OK")
         gevent.sleep(1.0)  # settle
-        cpu1, sim_cpu1, t1 = _cpu_seconds(daemon.pid), time.process_time(), time.monotonic()
+        (u1, s1), sim_cpu1, t1 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
         sink_cpu1 = _cpu_seconds(sink.pid)
         gevent.sleep(seconds)
-        cpu2, sim_cpu2, t2 = _cpu_seconds(daemon.pid), time.process_time(), time.monotonic()
+        (u2, s2), sim_cpu2, t2 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
         sink_cpu2 = _cpu_seconds(sink.pid)
         rss1 = _rss_kib(daemon.pid)
         rows = json.loads(pool.apply(_get_streams, (control,)))
@@ -140,12 +146,14 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                 latencies.append((r - s) * 1000)
     late = sum(1 for x in latencies if x > 20)
     call_seconds = calls * (t2 - t1)
+    cpu1, cpu2 = u1 + s1, u2 + s2
     frames_in = sum(r["frames_in"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
     print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
           f"{rate} Hz mono, {t2 - t1:.1f} s measured")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
-          f"({100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
+          f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
+          f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
     print(f"load generator CPU         simulator {100 * (sim_cpu2 - sim_cpu1) / (t2 - t1):.0f}%, "
           f"sink {100 * (sink_cpu2 - sink_cpu1) / (t2 - t1):.0f}% of one core (2 cores in all)")
     print(f"frames                    {frames_in} in, {dropped} dropped by the daemon, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import logging
+import os
 import signal
 import sys
 
@@ -49,7 +50,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     logging.getLogger("esl_audio_stream").info(
         "running: ESL %s:%d, control http://%s:%d", esl_host, esl_port, *daemon.control.address
     )
-    _wait_for_signal()
+    profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
+    if profile:
+        import cProfile
+
+        cProfile.runctx("_wait_for_signal()", globals(), locals(), profile)
+    else:
+        _wait_for_signal()
     daemon.stop()
     return 0
 

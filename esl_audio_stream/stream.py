@@ -67,7 +67,14 @@ class Stream:
         self._fs_port = 0
         self._endpoint: UnicastEndpoint | None = None
         self._ws: WebSocketClient | None = None
-        self._recv: gevent.Greenlet | None = None
+        self._watcher = None  # libev io watcher: calls _on_readable for each datagram
+        self._recv = None
+        self._send = None
+        self._resampler = None
+        self._resample = None
+        self._chunker: Chunker | None = None
+        self._cng_len = 0
+        self._cng = self._silence = b""
         self._timer: gevent.Greenlet | None = None
         self._stopper: gevent.Greenlet | None = None
 
@@ -107,48 +114,74 @@ class Stream:
             self._ws.close(1000, "")
             self._release()
             raise CommandError(f"unicast refused by FreeSWITCH: {exc}") from None
-        self._recv = gevent.spawn(self._receive)
+        sock = self._endpoint.sock
+        self._recv = sock.recv
+        self._send = self._ws.send_binary
+        self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._watcher.start(self._on_readable)
         self._timer = gevent.spawn_later(cfg.first_audio_timeout, self._no_audio)
 
     # -- the per-frame path ---------------------------------------------------------------------
 
-    def _receive(self) -> None:
-        """FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket."""
-        assert self._endpoint is not None and self._ws is not None
-        recv = self._endpoint.recv
-        send = self._ws.send_binary
-        data = recv()
+    def _setup_frames(self, first_len: int) -> None:
+        """Per-call work done once, on the first datagram: rate, resampler, chunker."""
         if not self.channel_rate:  # no read_rate variable: one datagram is one 20 ms frame
-            self.channel_rate = len(data) // 2 * (1000 // PTIME_MS)
-        resampler = make_resampler(self.channel_rate, self.rate)
-        resample = resampler.process if resampler is not None else None
-        chunker = Chunker(chunk_bytes_for(self.rate, PTIME_MS))
-        push, pop = chunker.push, chunker.pop
-        cng_len = 0
-        cng = silence = b""
+            self.channel_rate = first_len // 2 * (1000 // PTIME_MS)
+        self._resampler = make_resampler(self.channel_rate, self.rate)
+        self._resample = self._resampler.process if self._resampler is not None else None
+        self._chunker = Chunker(chunk_bytes_for(self.rate, PTIME_MS))
+
+    def _on_readable(self) -> None:
+        """One FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket.
+
+        Called by the event loop itself (a libev io watcher), not by a greenlet: no greenlet
+        switch and one recv per frame. It must never block, and never raise into the hub.
+        """
         try:
-            while True:
-                n = len(data)
-                if n & 1 or not n:
-                    self.malformed += 1
+            data = self._recv(8192)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        except OSError as exc:
+            self._frame_path_failed(exc)
+            return
+        n = len(data)
+        if n & 1 or not n:
+            self.malformed += 1
+            return
+        if data[0] == 0xFF:
+            if n != self._cng_len:
+                self._cng_len, self._cng, self._silence = n, b"\xff" * n, bytes(n)
+            if data == self._cng:  # FreeSWITCH sends comfort noise as 0xFF bytes
+                data = self._silence
+        self.frames_in += 1
+        if self.paused:
+            return
+        try:
+            resample = self._resample
+            if resample is None:
+                if self._chunker is None:
+                    self._setup_frames(n)
+                    resample = self._resample
+                    if resample is not None:
+                        data = resample(data)
+            else:
+                data = resample(data)
+            chunker = self._chunker
+            chunker.push(data)
+            send = self._send
+            while (chunk := chunker.pop()) is not None:
+                if send(chunk):
+                    self.frames_out += 1
                 else:
-                    if data[0] == 0xFF:
-                        if n != cng_len:
-                            cng_len, cng, silence = n, b"\xff" * n, bytes(n)
-                        if data == cng:  # FreeSWITCH sends comfort noise as 0xFF bytes
-                            data = silence
-                    self.frames_in += 1
-                    if not self.paused:
-                        push(resample(data) if resample is not None else data)
-                        while (chunk := pop()) is not None:
-                            if send(chunk):
-                                self.frames_out += 1
-                            else:
-                                self.dropped += 1
-                data = recv()
-        finally:
-            if resampler is not None:
-                resampler.close()
+                    self.dropped += 1
+        except Exception as exc:
+            self._frame_path_failed(exc)
+
+    def _frame_path_failed(self, exc: BaseException) -> None:
+        log.error("%s: audio path failed: %s", self.uuid, exc)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.stop_async("error")
 
     def _no_audio(self) -> None:
         if self.frames_in == 0 and not self._stopping:
@@ -192,8 +225,8 @@ class Stream:
             if ws is not None and text:
                 ws.send_text(text)
             self._teardown_unicast(cause)
-            if self._recv is not None:
-                self._recv.kill()
+            if self._watcher is not None:
+                self._watcher.stop()
             if self._peer_close is not None:
                 code, reason = self._peer_close
             else:
@@ -221,6 +254,13 @@ class Stream:
             log.warning("%s: could not end unicast: %s", self.uuid, exc)
 
     def _release(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
+        if self._resampler is not None:
+            self._resampler.close()
+            self._resampler = self._resample = None
         if self._ws is not None:
             self._ws.abort()
         if self._endpoint is not None:

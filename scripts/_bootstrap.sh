@@ -22,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=".venv/.installed-$(cat setup.cfg setup.py pyproject.toml esl_audio_stream/media/_speex_build.py | sha1sum | cut -c1-12)"
+stamp=".venv/.installed-$(cat setup.cfg setup.py pyproject.toml esl_audio_stream/media/_speex_build.py esl_audio_stream/ws/_mask_build.py | sha1sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[test]'

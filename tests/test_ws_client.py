@@ -234,6 +234,28 @@ def test_deflate_negotiated_by_default(server: Server) -> None:
     client.close()
 
 
+def test_audio_is_sent_uncompressed_unless_asked(server: Server) -> None:
+    """Text is deflated; binary audio only with compress_binary (RSV1 set per message)."""
+    audio = bytes(640)
+    plain = Recorder().client(server.url)
+    plain.connect()
+    packed = Recorder().client(server.url, compress_binary=True)
+    packed.connect()
+    assert plain.deflate_negotiated and packed.deflate_negotiated
+    for client in (plain, packed):
+        for _ in range(10):
+            assert client.send_binary(audio)
+    wait_until(lambda: len(server.received) >= 20)
+    assert server.received == [("binary", audio)] * 20
+    # what goes on the wire (framing advances the compressor: nothing is sent after this)
+    wire_plain = plain._frame(0x82, audio, plain._compress_binary)
+    wire_packed = packed._frame(0x82, audio, packed._compress_binary)
+    assert wire_plain[0] == 0x82 and len(wire_plain) == 2 + 2 + 4 + 640  # no RSV1, full size
+    assert wire_packed[0] == 0x82 | 0x40 and len(wire_packed) < 100  # RSV1, compressed
+    plain.close()
+    packed.close()
+
+
 def test_deflate_not_negotiated_when_server_declines() -> None:
     srv = Server(compression=None)
     try:

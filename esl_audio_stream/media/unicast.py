@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import socket as _stdsocket
+import socket
 from collections import deque
 
-from gevent import socket
+from gevent.socket import wait_read
 
 RCVBUF = 256 * 1024
 
@@ -63,13 +63,16 @@ class UnicastEndpoint:
 
     def __init__(self, host: str, fs_host: str, fs_port: int) -> None:
         self.fs_address = (fs_host, fs_port)
-        family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-        self.sock = socket.socket(family, _stdsocket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # A plain non-blocking socket: the stream reads it from an event-loop callback, which
+        # must never wait (a gevent socket would try to).
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self.sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, RCVBUF)
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             self.sock.bind((host, 0))
             # FreeSWITCH's unicast socket is always IPv4 (facts file).
-            if family == _stdsocket.AF_INET:
+            if family == socket.AF_INET:
                 self.sock.connect(self.fs_address)
         except OSError:
             self.sock.close()
@@ -79,22 +82,26 @@ class UnicastEndpoint:
     def headers(self) -> dict[str, str]:
         return unicast_headers(self.fs_address[0], self.fs_address[1], self.host, self.port)
 
-    def recv(self, size: int = 8192) -> bytes:
-        """Next datagram (blocks this greenlet). An ICMP error from an earlier send is skipped."""
+    def recv(self, size: int = 8192, timeout: float | None = None) -> bytes:
+        """Next datagram, waiting in this greenlet (the stream itself reads from a callback).
+        An ICMP error from an earlier send is skipped."""
         while True:
             try:
                 return self.sock.recv(size)
+            except BlockingIOError:
+                wait_read(self.sock.fileno(), timeout)
             except OSError as exc:
                 if exc.errno != errno.ECONNREFUSED:
                     raise
 
-    def send(self, data: bytes) -> None:
-        """Write one frame back into the call (FreeSWITCH plays each datagram at once)."""
+    def send(self, data: bytes) -> bool:
+        """Write one frame back into the call (FreeSWITCH plays each datagram at once).
+        False when it was lost (a full buffer, or no one listening yet), as UDP loses."""
         try:
             self.sock.send(data)
-        except OSError as exc:
-            if exc.errno != errno.ECONNREFUSED:
-                raise
+        except (BlockingIOError, ConnectionRefusedError):
+            return False
+        return True
 
     def end_write_back(self) -> None:
         """A zero-length datagram ends FreeSWITCH's write-back thread for this call."""

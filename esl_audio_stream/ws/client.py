@@ -7,17 +7,18 @@ Why this shape:
   demand, owned here) drains; while anything is buffered every later message, text, binary, pong
   or close, queues behind it, so the server sees them in the order they were sent.
 - Outgoing data frames are built here, not by wsproto: wsproto's generic framer costs ~21 us per
-  640-byte frame (masking byte-class tables, event objects), this one ~5 us (one big-int XOR),
-  ~10 us with deflate. Messages are never fragmented, so wsproto's state stays valid; it still
-  parses everything received and builds the control frames (ping, pong, close). Compression
-  uses zlib level 1: for real-time audio, speed matters more than the last bytes of ratio.
+  640-byte frame (masking byte-class tables, event objects); this one builds the frame in one
+  reused buffer and masks it in place in C (ws/_mask_build.py), with no allocation per frame.
+  Messages are never fragmented, so wsproto's state stays valid; it still parses everything
+  received and builds the control frames (ping, pong, close). Compression uses zlib level 1:
+  for real-time audio, speed matters more than the last bytes of ratio.
 - Overflow drops whole messages (counted in `dropped`), never parts of one: audio that cannot be
   sent in time is worth less than a connection that stays in sync.
 - permessage-deflate is offered with wsproto's defaults, keeping the compression context across
-  messages (unless the server demands client_no_context_takeover). Asking for it ourselves would
-  save ~256 kB of zlib state per connection but needs a new compressor per message: measured
-  122 us vs 8 us per 640-byte frame, a whole CPU at 50,000 frames/s (1000 calls). Memory is the
-  cheaper resource here.
+  messages (unless the server demands client_no_context_takeover). Text messages are compressed;
+  binary audio is not, unless `compress_binary` (RFC 7692 lets the sender choose per message):
+  L16 gains ~10% at ~5 us per frame. Our own compression window is 1 kB (any smaller window
+  inflates at the peer), so zlib holds ~12 kB per connection, not ~256 kB.
 - Error codes follow libwsc's numbering, which mod_audio_stream reports in its error events.
 """
 
@@ -56,6 +57,9 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ._mask import ffi as _mask_ffi
+from ._mask import lib as _mask_lib
+
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 65536
@@ -66,6 +70,16 @@ _OP_BINARY = 0x2
 _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
 _MASK_POOL = 4096  # mask keys are drawn from os.urandom in blocks, not one syscall per frame
+
+
+#: Our compression window (2**10 bytes) and zlib memLevel: small, because text messages are short
+#: and audio is sent uncompressed by default (L16 barely compresses; deflating it costs CPU).
+_COMPRESS_BITS = 10
+_COMPRESS_MEMLEVEL = 4
+
+
+def _compressor(bits: int) -> zlib._Compress:
+    return zlib.compressobj(zlib.Z_BEST_SPEED, zlib.DEFLATED, -max(bits, 9), _COMPRESS_MEMLEVEL)
 
 
 class WSErrorCode(enum.IntEnum):
@@ -156,6 +170,7 @@ class WebSocketClient:
         heartbeat: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_send_buffer: int = 1 << 20,
+        compress_binary: bool = False,
     ) -> None:
         self.url = url
         self._secure, self._host, self._port, self._target, self._host_header = parse_ws_url(url)
@@ -169,6 +184,7 @@ class WebSocketClient:
         self._heartbeat = heartbeat if heartbeat and heartbeat > 0 else None
         self._ssl_context = ssl_context
         self._max_send_buffer = max_send_buffer
+        self._compress_binary = compress_binary
 
         self._state = _State.IDLE
         self._ws = WSConnection(ConnectionType.CLIENT)
@@ -191,6 +207,8 @@ class WebSocketClient:
         self._compress_reset = False  # client_no_context_takeover was negotiated
         self._masks = b""
         self._mask_at = _MASK_POOL
+        self._wbuf = bytearray()
+        self._wptr = _mask_ffi.NULL
 
         self.deflate_negotiated = False
         self.dropped = 0
@@ -338,43 +356,57 @@ class WebSocketClient:
     def _start_deflate(self, ext: PerMessageDeflate) -> None:
         """Adopt the negotiated parameters for our own outgoing compression."""
         self.deflate_negotiated = True
-        self._compress_bits = ext.client_max_window_bits
+        # A window smaller than the negotiated one is always inflatable by the peer, and it is
+        # what keeps zlib's state at ~12 kB instead of ~256 kB per connection.
+        self._compress_bits = min(ext.client_max_window_bits, _COMPRESS_BITS)
         self._compress_reset = ext.client_no_context_takeover
-        self._compressor = zlib.compressobj(
-            zlib.Z_BEST_SPEED, zlib.DEFLATED, -self._compress_bits
-        )
+        self._compressor = _compressor(self._compress_bits)
 
     # ------------------------------------------------------------------- send
 
-    def _frame(self, first: int, payload: bytes | bytearray | memoryview) -> bytes:
-        """One complete, masked (and possibly compressed) client data frame (RFC 6455/7692)."""
-        comp = self._compressor
+    def _frame(self, first: int, payload: bytes | bytearray | memoryview,
+               compress: bool = False) -> memoryview:
+        """One complete, masked (and, if asked and negotiated, compressed) client data frame
+        (RFC 6455/7692)."""
+        comp = self._compressor if compress else None
         if comp is not None:
             payload = comp.compress(payload) + comp.flush(zlib.Z_SYNC_FLUSH)
             if payload.endswith(b"\x00\x00\xff\xff"):
                 payload = payload[:-4]
             first |= 0x40  # RSV1: compressed
             if self._compress_reset:
-                self._compressor = zlib.compressobj(
-                    zlib.Z_BEST_SPEED, zlib.DEFLATED, -self._compress_bits
-                )
+                self._compressor = _compressor(self._compress_bits)
         n = len(payload)
         if n < 126:
-            header = bytes((first, 0x80 | n))
+            hl = 2
         elif n < 65536:
-            header = _H16.pack(first, 0xFE, n)
+            hl = 4
         else:
-            header = _H64.pack(first, 0xFF, n)
+            hl = 10
         at = self._mask_at
         if at >= _MASK_POOL:
             self._masks = os.urandom(_MASK_POOL)
             at = 0
         self._mask_at = at + 4
-        key = self._masks[at : at + 4]
-        if not n:
-            return header + key
-        mask = int.from_bytes((key * ((n >> 2) + 1))[:n], "little")
-        return header + key + (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
+        # Built in one reused buffer and masked in place in C: nothing allocated per frame.
+        # (Whatever the kernel does not take at once is copied out by _enqueue.)
+        size = hl + 4 + n
+        buf = self._wbuf
+        if len(buf) < size:
+            buf = self._wbuf = bytearray(max(size, 2 * len(buf)))
+            self._wptr = _mask_ffi.from_buffer(buf)
+        if hl == 2:
+            buf[0] = first
+            buf[1] = 0x80 | n
+        elif hl == 4:
+            _H16.pack_into(buf, 0, first, 0xFE, n)
+        else:
+            _H64.pack_into(buf, 0, first, 0xFF, n)
+        end = hl + 4
+        buf[hl:end] = self._masks[at : at + 4]
+        buf[end:size] = payload
+        _mask_lib.eas_mask(self._wptr + end, n, self._wptr + hl)
+        return memoryview(buf)[:size]
 
     def send_binary(self, data: bytes) -> bool:
         """Queue one binary message; False when not open or the send buffer is full (dropped)."""
@@ -385,7 +417,7 @@ class WebSocketClient:
         ):
             self.dropped += 1
             return False
-        return self._enqueue(self._frame(0x80 | _OP_BINARY, data))
+        return self._enqueue(self._frame(0x80 | _OP_BINARY, data, self._compress_binary))
 
     def send_text(self, text: str) -> bool:
         """Queue one text message; False when not open or the send buffer is full (dropped)."""
@@ -396,9 +428,9 @@ class WebSocketClient:
         ):
             self.dropped += 1
             return False
-        return self._enqueue(self._frame(0x80 | _OP_TEXT, text.encode()))
+        return self._enqueue(self._frame(0x80 | _OP_TEXT, text.encode(), True))
 
-    def _enqueue(self, wire: bytes) -> bool:
+    def _enqueue(self, wire: bytes | memoryview) -> bool:
         """Hand framed bytes to the kernel now if nothing is queued, else queue them in order."""
         self._last_out = monotonic()
         if self._out or self._inflight:
