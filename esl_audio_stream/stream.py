@@ -211,29 +211,30 @@ class Stream:
             self._stopper = gevent.spawn(self.stop, cause, text)
 
     def stop(self, cause: str = "command", text: str | None = None) -> None:
-        """Send the final text, close the WebSocket (1000), fire the disconnect event, tear the
-        unicast down and release everything. Idempotent; later callers wait for the first."""
+        """Stop the audio, send the final text (the last message before the close), close the
+        WebSocket (1000), fire the disconnect event, tear the unicast down and release
+        everything. Idempotent; later callers wait for the first."""
         if self._stopping:
             self.done.wait(self.host.config.ws_close_timeout + self.host.config.destroy_wait + 5)
             return
         self._stopping = True
         self.cause = cause
         try:
+            if self._watcher is not None:
+                self._watcher.stop()
             if self._timer is not None:
                 self._timer.kill(block=False)
             ws = self._ws
-            if ws is not None and text:
-                ws.send_text(text)
-            self._teardown_unicast(cause)
-            if self._watcher is not None:
-                self._watcher.stop()
             if self._peer_close is not None:
                 code, reason = self._peer_close
             else:
                 code, reason = 1000, events.CLOSE_REASONS[1000]
                 if ws is not None:
+                    if text:
+                        ws.send_text(text)
                     ws.close(code, reason)
             self.host.fire(self.uuid, events.DISCONNECT, events.disconnect_body(code, reason))
+            self._teardown_unicast(cause)
         except Exception:
             log.exception("%s: error while stopping", self.uuid)
         finally:
