@@ -22,11 +22,30 @@ ffibuilder.cdef(
     int speex_resampler_get_input_latency(SpeexResamplerState *st);
     int speex_resampler_get_output_latency(SpeexResamplerState *st);
     const char *speex_resampler_strerror(int err);
+    int eas_resample(SpeexResamplerState *st, const char *in, uint32_t nbytes, uint32_t channels,
+        spx_int16_t *out, uint32_t out_cap);
     """
 )
+# eas_resample: the per-frame call in one C call, taking the bytes object as it is (cffi passes
+# a `const char *` argument without a Python-side buffer object). Returns the output size in
+# bytes, -1 when not all input was consumed (the caller takes the general path), or
+# -1000 - <speex error>.
 ffibuilder.set_source(
     "esl_audio_stream.media._speexdsp",
-    "#include <speex/speex_resampler.h>",
+    """
+    #include <speex/speex_resampler.h>
+    static int eas_resample(SpeexResamplerState *st, const char *in, uint32_t nbytes,
+                            uint32_t channels, spx_int16_t *out, uint32_t out_cap) {
+        spx_uint32_t frames = nbytes / (2 * channels), in_len = frames, out_len = out_cap;
+        int rc = speex_resampler_process_interleaved_int(st, (const spx_int16_t *)in, &in_len,
+                                                         out, &out_len);
+        if (rc != 0)
+            return -1000 - rc;
+        if (in_len != frames)
+            return -1;
+        return (int)(out_len * 2 * channels);
+    }
+    """,
     libraries=["speexdsp"],
 )
 

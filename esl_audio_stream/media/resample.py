@@ -19,6 +19,9 @@ from esl_audio_stream.media._speexdsp import ffi, lib
 #: speexdsp quality used by FreeSWITCH (SWITCH_RESAMPLE_QUALITY) and mod_audio_stream.
 DEFAULT_QUALITY = 2
 
+_resample = lib.eas_resample
+_buffer = ffi.buffer
+
 
 
 class ResamplerError(RuntimeError):
@@ -33,12 +36,14 @@ class Resampler:
     """
 
     __slots__ = (
+        "_in_bytes",
         "_in_cap",
         "_in_len",
         "_out",
         "_out_cap",
         "_out_len",
         "_st",
+        "_step",
         "channels",
         "in_rate",
         "out_rate",
@@ -55,6 +60,8 @@ class Resampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.channels = channels
+        self._step = 2 * channels
+        self._in_bytes = 0
         err = ffi.new("int *")
         st = lib.speex_resampler_init(channels, in_rate, out_rate, quality, err)
         if st == ffi.NULL or err[0] != 0:
@@ -73,11 +80,26 @@ class Resampler:
     def _grow(self, in_frames: int) -> None:
         """Size the output buffer for `in_frames` frames in (+ slack for the fraction carried)."""
         self._in_cap = in_frames
+        self._in_bytes = 0 if self._st == ffi.NULL else in_frames * 2 * self.channels
         self._out_cap = -(-in_frames * self.out_rate // self.in_rate) + 4
         self._out = ffi.new("spx_int16_t[]", self._out_cap * self.channels)
 
     def process(self, pcm: bytes | bytearray | memoryview) -> bytes:
         """Resample one chunk of interleaved L16 (native byte order, little-endian on x86/ARM)."""
+        size = len(pcm)
+        # The per-frame path, one C call: bytes of whole frames that fit the buffers of an open
+        # resampler (_in_bytes is 0 once closed). The output buffer has room for all of it, so
+        # speex consumes everything; anything else is an error, never a silent loss.
+        if type(pcm) is bytes and 0 < size <= self._in_bytes and not size % self._step:
+            n = _resample(self._st, pcm, size, self.channels, self._out, self._out_cap)
+            if n >= 0:
+                return _buffer(self._out, n)[:]
+            if n == -1:
+                raise ResamplerError("speexdsp left input unconsumed")
+            raise ResamplerError(ffi.string(lib.speex_resampler_strerror(-1000 - n)).decode())
+        return self._process(pcm)
+
+    def _process(self, pcm: bytes | bytearray | memoryview) -> bytes:
         st = self._st
         if st == ffi.NULL:
             raise ResamplerError("resampler is closed")
@@ -136,6 +158,7 @@ class Resampler:
         st = self._st
         if st != ffi.NULL:
             self._st = ffi.NULL
+            self._in_bytes = 0
             lib.speex_resampler_destroy(st)
 
     def __enter__(self) -> Resampler:
