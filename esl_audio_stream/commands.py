@@ -19,9 +19,8 @@ OK = "+OK Success\n"
 USAGE = f"-USAGE: {SYNTAX}\n"
 
 MIX_TYPES = ("mono", "mixed", "stereo")
-#: Mix types and rates this version streams; others are refused with a clear -ERR.
-SUPPORTED_MIX_TYPES = frozenset({"mono"})
-SUPPORTED_RATES = frozenset({8000, 16000})
+#: Any integer rate in this range (mod_audio_stream takes only multiples of 8000).
+MIN_RATE, MAX_RATE = 8000, 48000
 
 _UUID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:-]{0,127}$")
 
@@ -137,10 +136,9 @@ def parse_command(args: str | bytes) -> Command:
             raise CommandError(f"invalid mix type: {mix}, must be mono, mixed, or stereo")
         rate = parse_rate(parts[2]) if len(parts) > 2 else 8000
         metadata = _check_text(parts[3], "metadata") if len(parts) > 3 else None
-        if mix not in SUPPORTED_MIX_TYPES:
-            raise CommandError(f"mix type {mix} is not supported yet (supported: mono)")
-        if rate not in SUPPORTED_RATES:
-            raise CommandError(f"sample rate {rate} is not supported yet (supported: 8k, 16k)")
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise CommandError(
+                f"invalid sample rate: {rate} (8k, 16k, or {MIN_RATE}-{MAX_RATE} Hz)")
         return Start(uuid, url, mix, rate, metadata)
     if verb == "stop":
         return Stop(uuid, _check_text(rest, "stop text") if rest else None)

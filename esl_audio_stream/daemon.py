@@ -12,8 +12,9 @@ import logging
 
 import gevent
 import gevent.event
+from gevent.pool import Group
 
-from . import commands, events
+from . import commands, events, intake
 from .commands import CommandError
 from .config import DaemonConfig
 from .esl.connection import ESLConnection, ESLError
@@ -57,12 +58,14 @@ class Daemon:
             on_connect=self._on_esl_connect,
             command_timeout=cfg.esl_timeout,
         )
-        self.esl.subscribe(*CHANNEL_EVENTS)
+        self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max)
         self.streams: dict[str, Stream] = {}
         self._starting: set[str] = set()
         self._tracks: dict[str, CallTrack] = {}
         self._checker: gevent.Greenlet | None = None
+        self._intake = Group()  # greenlets running commands that came as events
+        self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self.events_failed = 0
         self._closing = False
         from .control import ControlServer  # control imports nothing of ours but the daemon API
@@ -86,6 +89,7 @@ class Daemon:
                 stream.done.wait()
         if self._checker is not None:
             self._checker.kill()
+        self._intake.kill(timeout=2)
         self.control.stop()
         self.esl.stop()
 
@@ -104,11 +108,11 @@ class Daemon:
                 if isinstance(cmd, commands.Stop):
                     stream.stop("command", cmd.text)
                 elif isinstance(cmd, commands.Pause):
-                    stream.paused = True
+                    stream.pause()
                 elif isinstance(cmd, commands.Resume):
-                    stream.paused = False
+                    stream.resume()
                 elif isinstance(cmd, commands.SendText):
-                    raise CommandError("send_text is not supported yet")
+                    stream.send_text(cmd.text)
         except CommandError as exc:
             return exc.answer
         except Exception as exc:
@@ -129,12 +133,15 @@ class Daemon:
             self._tracks[uuid] = track
             rate = int(channel.get("variable_read_rate") or 0)
             stream = Stream(self, cmd, rate)
+            # Registered while it connects, so stop and send_text reach it (texts are queued).
+            self.streams[uuid] = stream
             try:
                 stream.start()
             except BaseException:
+                if self.streams.get(uuid) is stream:
+                    del self.streams[uuid]
                 self._tracks.pop(uuid, None)
                 raise
-            self.streams[uuid] = stream
             if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
                 stream.stop_async("hangup")  # the call ended while we were connecting
             log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
@@ -160,16 +167,22 @@ class Daemon:
         track = self._tracks.get(uuid)
         return track.state if track is not None else events.CallState.GONE
 
-    def fire(self, uuid: str, subclass: str, body: str) -> None:
-        """Fire one mod_audio_stream event on a route FreeSWITCH delivers in the call's state."""
+    def fire(self, uuid: str, subclass: str, body: str, *, extra: dict[str, str] | None = None,
+             state: events.CallState | None = None) -> None:
+        """Fire one event on a route FreeSWITCH delivers in the call's state (the tracked state of
+        a streamed call, else `state`, else the call is taken as gone)."""
         track = self._tracks.get(uuid)
-        route = events.route_for(track.state if track is not None else events.CallState.GONE)
+        if track is not None:
+            state = track.state
+        route = events.route_for(state or events.CallState.GONE)
         if route is events.Route.WAIT_DESTROY:
-            assert track is not None
-            seen = track.destroyed.wait(self.config.destroy_wait)
+            seen = track is not None and track.destroyed.wait(self.config.destroy_wait)
             route = events.Route.DIRECT if seen else events.Route.UNROUTED
+        headers = events.event_headers(route, uuid, subclass)
+        if extra:
+            headers.update(extra)
         try:
-            self.esl.sendevent("CUSTOM", events.event_headers(route, uuid, subclass), body)
+            self.esl.sendevent("CUSTOM", headers, body)
         except ESLError as exc:
             self.events_failed += 1
             log.error("%s: could not fire %s: %s", uuid, subclass, exc)
@@ -184,10 +197,22 @@ class Daemon:
     # -- FreeSWITCH's events ----------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        name = event.name
+        if name == "CUSTOM" or (not name and event.subclass):
+            found = intake.from_event(event)
+            if found is not None:
+                self._intake.spawn(self._run_intake, found, _initial_state(event.headers))
+            return
+        if name == "CHANNEL_PARK" and event.uuid not in self._auto_started:
+            found = intake.auto_start(event)
+            if found is not None:
+                self._auto_started.add(event.uuid)
+                self._intake.spawn(self._run_intake, found, events.CallState.PARKED)
+        elif name == "CHANNEL_DESTROY":
+            self._auto_started.discard(event.uuid)
         track = self._tracks.get(event.uuid)
         if track is None:
             return
-        name = event.name
         track.state = events.next_state(track.state, name, event.get("Application", ""))
         if name == "CHANNEL_DESTROY":
             track.destroyed.set()
@@ -195,6 +220,16 @@ class Daemon:
             stream = self.streams.get(event.uuid)
             if stream is not None:
                 stream.stop_async("hangup")
+
+    def _run_intake(self, found: intake.Intake, state: events.CallState) -> None:
+        """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""
+        if self._closing:
+            return
+        answer = self.execute(found.args)
+        if found.source == "auto-start" and not answer.startswith("+OK"):
+            log.error("%s: auto-start failed: %s", found.uuid, answer.strip())
+        self.fire(found.uuid, intake.REPLY_SUBCLASS, answer, extra=intake.reply_headers(found),
+                  state=state)
 
     def _on_esl_connect(self) -> None:
         """After a reconnect, end the streams whose calls went away while we could not hear."""

@@ -77,6 +77,8 @@ class Stream:
         self._cng = self._silence = b""
         self._timer: gevent.Greenlet | None = None
         self._stopper: gevent.Greenlet | None = None
+        self._pending_texts: list[str] = []  # send_text before the WebSocket is open
+        self._started = gevent.event.Event()  # set once start() has finished, either way
 
     # -- start ------------------------------------------------------------------------------
 
@@ -103,16 +105,23 @@ class Stream:
         except WSError as exc:
             self.host.fire(self.uuid, events.ERROR, events.error_body(
                 exc.code, exc.message, http_status=exc.http_status))
-            self._release()
+            self._fail()
             raise CommandError(f"cannot connect to {self.url}: {exc.message}") from None
+        if self._stopping:  # stopped (or hung up) while connecting
+            self._ws.close(1000, events.CLOSE_REASONS[1000])
+            self._fail()
+            raise CommandError("stopped while connecting")
         if self.metadata:
             self._ws.send_text(self.metadata)
+        for text in self._pending_texts:  # send_text that came while connecting, in order
+            self._ws.send_text(text)
+        self._pending_texts.clear()
         self.host.fire(self.uuid, events.CONNECT, events.connect_body())
         try:
             self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
         except ESLError as exc:
             self._ws.close(1000, "")
-            self._release()
+            self._fail()
             raise CommandError(f"unicast refused by FreeSWITCH: {exc}") from None
         sock = self._endpoint.sock
         self._recv = sock.recv
@@ -120,6 +129,42 @@ class Stream:
         self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._watcher.start(self._on_readable)
         self._timer = gevent.spawn_later(cfg.first_audio_timeout, self._no_audio)
+        self._started.set()
+
+    def _fail(self) -> None:
+        """start() gave up: release everything; a stop() waiting for the start returns."""
+        self._stopping = True
+        self._release()
+        self._started.set()
+        self.done.set()
+
+    # -- commands on a running stream -------------------------------------------------------
+
+    def pause(self) -> None:
+        """No audio is sent while paused; the WebSocket stays open (heartbeats go on)."""
+        self.paused = True
+        if self._chunker is not None:
+            self._chunker.clear()
+
+    def resume(self) -> None:
+        """Audio restarts from the present moment: nothing held back is sent, and the resampler
+        forgets the audio from before the pause."""
+        if self._resampler is not None:
+            self._resampler.reset()
+        if self._chunker is not None:
+            self._chunker.clear()
+        self.paused = False
+
+    def send_text(self, text: str) -> None:
+        """Send a text message now, or, while connecting, after the metadata, in order."""
+        ws = self._ws
+        if ws is not None and ws.is_open:
+            if not ws.send_text(text):
+                raise CommandError("the endpoint is not keeping up: text dropped")
+        elif self._started.is_set():
+            raise CommandError("the WebSocket is not open")
+        else:
+            self._pending_texts.append(text)
 
     # -- the per-frame path ---------------------------------------------------------------------
 
@@ -214,6 +259,11 @@ class Stream:
         """Stop the audio, send the final text (the last message before the close), close the
         WebSocket (1000), fire the disconnect event, tear the unicast down and release
         everything. Idempotent; later callers wait for the first."""
+        if not self._started.is_set():  # connecting: let start() see it and give up
+            self._stopping = True
+            self._started.wait(self.host.config.ws_connect_timeout + 1)
+            self.done.wait(1)
+            return
         if self._stopping:
             self.done.wait(self.host.config.ws_close_timeout + self.host.config.destroy_wait + 5)
             return

@@ -25,6 +25,11 @@ def test_start_rate_defaults_to_8k_and_accepts_hz():
     assert parse_command(f"{UUID} start wss://h/x mono 16000").rate == 16000
 
 
+def test_any_rate_from_8k_to_48k():
+    for rate in (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000):
+        assert parse_command(f"{UUID} start ws://h/x mono {rate}").rate == rate
+
+
 def test_usage_answers():
     assert answer("") == commands.USAGE
     assert answer(UUID) == commands.USAGE
@@ -40,8 +45,9 @@ def test_usage_answers():
         (f"{UUID} start ws://h:99999/x mono 16k", "invalid websocket uri"),
         (f"{UUID} start ws://h/x quad 16k", "invalid mix type"),
         (f"{UUID} start ws://h/x mono fast", "invalid sample rate"),
-        (f"{UUID} start ws://h/x stereo 16k", "not supported yet"),
-        (f"{UUID} start ws://h/x mono 44100", "not supported yet"),
+        (f"{UUID} start ws://h/x mono 7999", "invalid sample rate"),
+        (f"{UUID} start ws://h/x mono 48001", "invalid sample rate"),
+        (f"{UUID} start ws://h/x mono -16000", "invalid sample rate"),
         (f"{UUID} frobnicate", "unsupported mod_audio_stream cmd"),
         (f"{UUID} send_text", "requires an argument"),
         (f"bad/uuid{'x' * 3} stop", "invalid uuid"),

@@ -99,3 +99,21 @@ def test_clear_drops_everything() -> None:
     assert ch.pop() == b"abcdefgh"
     with pytest.raises(ValueError):
         Chunker(0)
+
+
+def test_chunk_pattern_keeps_odd_rates_exact():
+    from esl_audio_stream.media.frames import Chunker, chunk_pattern
+
+    assert chunk_pattern(16000, 20) == (640,)
+    assert chunk_pattern(44100, 20) == (1764,)
+    assert chunk_pattern(11025, 20) == (440, 442)
+    assert chunk_pattern(11025, 20, 2) == (880, 884)
+    ch = Chunker(chunk_pattern(11025, 20))
+    out = []
+    for _ in range(100):  # 100 frames of 441 bytes... fed in odd pieces
+        ch.push(bytes(441 * 2 + 1)[: 441 * 2])
+        while (c := ch.pop()) is not None:
+            out.append(len(c))
+    assert out[:4] == [440, 442, 440, 442]
+    assert sum(out) + ch.pending == 100 * 882
+    assert abs(sum(out) / 2 / 11025 - len(out) * 0.020) < 0.0001  # no drift

@@ -8,6 +8,8 @@ the consumed part dominates, so the cost stays linear in the bytes pushed.
 
 from __future__ import annotations
 
+import math
+
 
 def chunk_bytes_for(rate: int, ms: int, channels: int = 1) -> int:
     """Bytes of `ms` milliseconds of L16 at `rate` Hz with `channels` interleaved channels.
@@ -23,6 +25,22 @@ def chunk_bytes_for(rate: int, ms: int, channels: int = 1) -> int:
     return samples * 2 * channels
 
 
+def chunk_pattern(rate: int, ms: int, channels: int = 1) -> tuple[int, ...]:
+    """Chunk sizes in bytes that keep `ms`-millisecond chunks exact on average at any rate.
+
+    At 8000, 16000, 44100 or 48000 Hz, 20 ms is a whole number of samples: one size. At 11025 Hz
+    it is 220.5 samples, so chunks alternate 220 and 221 samples: the k-th chunk ends at sample
+    floor((k+1) * rate * ms / 1000), and the endpoint's timeline never drifts.
+    """
+    if rate <= 0 or ms <= 0 or channels <= 0:
+        raise ValueError(f"bad chunk parameters rate={rate} ms={ms} channels={channels}")
+    total = rate * ms
+    cycle = 1000 // math.gcd(total, 1000)
+    return tuple(
+        ((k + 1) * total // 1000 - k * total // 1000) * 2 * channels for k in range(cycle)
+    )
+
+
 class Chunker:
     """Turns a stream of L16 bytes of varying lengths into exact chunks of `chunk_bytes`.
 
@@ -30,14 +48,18 @@ class Chunker:
     pushed: callers must not mutate a buffer after pushing it.
     """
 
-    __slots__ = ("_buf", "_direct", "_off", "chunk_bytes")
+    __slots__ = ("_buf", "_direct", "_next", "_off", "_pattern", "chunk_bytes")
 
     _COMPACT_MIN = 64 * 1024  # below this, resetting on empty is enough; no need to move bytes
 
-    def __init__(self, chunk_bytes: int) -> None:
-        if chunk_bytes <= 0:
-            raise ValueError(f"chunk_bytes must be positive, not {chunk_bytes}")
-        self.chunk_bytes = chunk_bytes
+    def __init__(self, chunk_bytes: int | tuple[int, ...]) -> None:
+        pattern = (chunk_bytes,) if isinstance(chunk_bytes, int) else tuple(chunk_bytes)
+        if not pattern or min(pattern) <= 0:
+            raise ValueError(f"chunk sizes must be positive, not {chunk_bytes}")
+        #: size of the next chunk; with a pattern (see chunk_pattern) it cycles after each pop
+        self.chunk_bytes = pattern[0]
+        self._pattern = pattern if len(pattern) > 1 else None
+        self._next = 0
         self._buf = bytearray()
         self._off = 0
         self._direct: bytes | None = None  # a whole chunk pushed while nothing else was pending
@@ -64,6 +86,13 @@ class Chunker:
 
     def pop(self) -> bytes | None:
         """Next full chunk, or None when less than a chunk is pending."""
+        chunk = self._pop()
+        if chunk is not None and self._pattern is not None:
+            self._next = (self._next + 1) % len(self._pattern)
+            self.chunk_bytes = self._pattern[self._next]
+        return chunk
+
+    def _pop(self) -> bytes | None:
         direct = self._direct
         if direct is not None:
             self._direct = None
