@@ -73,6 +73,7 @@ _FALSE_WORDS = frozenset({"no", "off", "false", "f", "disabled", "inactive", "de
 _SWITCH_NUMBER = re.compile(r"[+-]?[0-9.]*")  # switch_is_number: optional sign, digits and dots
 _LEADING_INT = re.compile(r"[+-]?([0-9]*)")  # what atoi() reads of such a string
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 # RFC 9110 token: what an HTTP field name may contain.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -142,7 +143,7 @@ def _heartbeat(text: str) -> float | None:
 def _buffer_ms(text: str) -> int | None:
     """The chunk duration, or None when it is not a whole number of frames in range."""
     stripped = text.strip()
-    if not re.fullmatch(r"[+-]?[0-9]+", stripped):
+    if not _INTEGER.fullmatch(stripped):
         return None
     value = int(stripped)
     if value < FRAME_MS or value % FRAME_MS or value > MAX_BUFFER_MS:
@@ -157,7 +158,7 @@ def _buffer_problem(text: str) -> str:
     )
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object as its (name, value) pairs, so order and duplicates survive parsing."""
 
 
@@ -187,6 +188,8 @@ def parse_extra_headers(text: str) -> tuple[tuple[str, str], ...]:
         parsed = json.loads(text, object_pairs_hook=_Pairs)
     except ValueError as exc:
         raise SettingsError(f"{name}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SettingsError(f"{name}: not valid JSON (nested too deeply)") from None
     if not isinstance(parsed, _Pairs):
         raise SettingsError(
             f"{name}: expected a JSON object of header names to string values, "

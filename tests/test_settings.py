@@ -261,6 +261,11 @@ def test_extra_headers_bad(text: str, problem: str) -> None:
     assert problem in message
 
 
+def test_extra_headers_deeply_nested_json() -> None:
+    message = error({"STREAM_EXTRA_HEADERS": "[" * 100_000 + "]" * 100_000})
+    assert message == "STREAM_EXTRA_HEADERS: not valid JSON (nested too deeply)"
+
+
 def test_extra_headers_override_daemon_default() -> None:
     daemon = defaults_from_mapping({"STREAM_EXTRA_HEADERS": '{"X-Daemon": "d"}'})
     assert parse({}, daemon).extra_headers == (("X-Daemon", "d"),)
