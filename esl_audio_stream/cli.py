@@ -10,6 +10,7 @@ import signal
 import sys
 
 from .config import DaemonConfig, parse_hostport
+from .settings import SettingsError, defaults_from_mapping
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
 
@@ -38,7 +39,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     _setup_logging(ns.verbose)
     esl_host, esl_port = parse_hostport(ns.esl, 8021)
     control_host, control_port = parse_hostport(ns.control, 8089)
+    try:
+        defaults = defaults_from_mapping(dict(_parse_pair(p) for p in ns.stream_default))
+    except SettingsError as exc:
+        print(f"esl-audio-stream: --stream-default {exc}", file=sys.stderr)
+        return 2
     config = DaemonConfig(
+        stream_defaults=defaults,
         esl_host=esl_host,
         esl_port=esl_port,
         esl_password=ns.esl_password,
@@ -89,16 +96,16 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
 
     _setup_logging(ns.verbose)
     host, port = parse_hostport(ns.esl, 8021)
-    extensions = dict(_parse_extension(e) for e in ns.extension)
+    extensions = dict(_parse_pair(e) for e in ns.extension)
     run_simulator(host, port, ns.password, extensions)
     return 0
 
 
-def _parse_extension(text: str) -> tuple[str, str]:
-    ext, sep, spec = text.partition("=")
-    if not sep or not ext or not spec:
-        raise SystemExit(f"--extension wants EXT=SPEC, got {text!r}")
-    return ext, spec
+def _parse_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"want NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -122,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--esl", default="127.0.0.1:8021", help="FreeSWITCH ESL HOST:PORT")
     run.add_argument("--esl-password", default="ClueCon")
     run.add_argument("--control", default=DEFAULT_CONTROL, help="control endpoint HOST:PORT")
+    run.add_argument("--stream-default", action="append", default=[], metavar="STREAM_X=VALUE",
+                     help="daemon-wide default for a STREAM_* channel variable (repeatable)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 

@@ -6,7 +6,9 @@ anything up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .settings import StreamSettings
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -48,3 +50,5 @@ class DaemonConfig:
     first_audio_timeout: float = 3.0
     #: How long a hung-up call's events wait for CHANNEL_DESTROY before going out unrouted.
     destroy_wait: float = 2.0
+    #: Daemon-wide defaults for the STREAM_* channel variables; a channel's own value wins.
+    stream_defaults: StreamSettings = field(default_factory=StreamSettings)

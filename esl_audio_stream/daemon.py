@@ -20,7 +20,9 @@ from .config import DaemonConfig
 from .esl.connection import ESLConnection, ESLError
 from .esl.protocol import Event
 from .media.unicast import PortPool
+from .settings import SettingsError, settings_from_variables, variables_from_dump
 from .stream import Stream
+from .ws.tls import make_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Raises SettingsError when the daemon-wide TLS defaults name unusable files."""
+        make_ssl_context(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
         self.esl.start()
         self.control.start()
 
@@ -132,7 +136,14 @@ class Daemon:
             track = CallTrack(_initial_state(channel))
             self._tracks[uuid] = track
             rate = int(channel.get("variable_read_rate") or 0)
-            stream = Stream(self, cmd, rate)
+            try:
+                settings = settings_from_variables(
+                    variables_from_dump(channel), self.config.stream_defaults,
+                    warn=lambda text: log.warning("%s: %s", uuid, text))
+            except SettingsError as exc:
+                self._tracks.pop(uuid, None)
+                raise CommandError(str(exc)) from None
+            stream = Stream(self, cmd, rate, settings)
             # Registered while it connects, so stop and send_text reach it (texts are queued).
             self.streams[uuid] = stream
             try:

@@ -17,10 +17,12 @@ import gevent.event
 from . import events
 from .commands import CommandError, Start
 from .esl.connection import ESLError
-from .media.frames import Chunker, chunk_bytes_for
+from .media.frames import Chunker, chunk_pattern
 from .media.resample import make_resampler
 from .media.unicast import UnicastEndpoint
+from .settings import SettingsError, StreamSettings
 from .ws.client import WebSocketClient, WSError
+from .ws.tls import make_ssl_context
 
 if TYPE_CHECKING:
     from .config import DaemonConfig
@@ -47,13 +49,15 @@ class StreamHost(Protocol):
 class Stream:
     """A call's audio on its way to one WebSocket endpoint."""
 
-    def __init__(self, host: StreamHost, cmd: Start, channel_rate: int) -> None:
+    def __init__(self, host: StreamHost, cmd: Start, channel_rate: int,
+                 settings: StreamSettings | None = None) -> None:
         self.host = host
         self.uuid = cmd.uuid
         self.url = cmd.url
         self.mix = cmd.mix
         self.rate = cmd.rate
         self.metadata = cmd.metadata
+        self.settings = settings or host.config.stream_defaults
         self.channel_rate = channel_rate  # 0: not known yet, taken from the first frame
         self.paused = False
         self.frames_in = 0
@@ -86,17 +90,27 @@ class Stream:
         """Connect the endpoint, then ask FreeSWITCH for the call's audio. Raises CommandError
         (with everything already released) when the stream cannot start."""
         cfg = self.host.config
+        st = self.settings
+        try:
+            ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
+        except SettingsError as exc:
+            self._fail()
+            raise CommandError(str(exc)) from None
         try:
             self._fs_port = self.host.ports.take()
             self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host, self._fs_port)
         except (RuntimeError, OSError) as exc:
-            self._release()
+            self._fail()
             raise CommandError(f"cannot open a media port: {exc}") from None
         self._ws = WebSocketClient(
             self.url,
             on_text=self._on_text,
             on_binary=self._on_binary,
             on_close=self._on_ws_close,
+            headers=st.extra_headers,
+            deflate=st.deflate,
+            heartbeat=st.heartbeat,
+            ssl_context=ssl_context,
             connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout,
         )
@@ -174,7 +188,7 @@ class Stream:
             self.channel_rate = first_len // 2 * (1000 // PTIME_MS)
         self._resampler = make_resampler(self.channel_rate, self.rate)
         self._resample = self._resampler.process if self._resampler is not None else None
-        self._chunker = Chunker(chunk_bytes_for(self.rate, PTIME_MS))
+        self._chunker = Chunker(chunk_pattern(self.rate, self.settings.buffer_ms))
 
     def _on_readable(self) -> None:
         """One FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket.
@@ -238,6 +252,8 @@ class Stream:
     # -- from the endpoint ------------------------------------------------------------------------
 
     def _on_text(self, text: str) -> None:
+        if not self.settings.suppress_log:
+            log.info("%s: json from the endpoint: %s", self.uuid, text[:2000])
         self.host.fire(self.uuid, events.JSON, text)
 
     def _on_binary(self, data: bytes) -> None:

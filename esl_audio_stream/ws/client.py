@@ -177,7 +177,13 @@ class WebSocketClient:
         self._on_text = on_text
         self._on_binary = on_binary
         self._on_close = on_close
-        self._headers = list(headers)
+        # A Sec-WebSocket-Protocol header is wsproto's `subprotocols` (else wsproto would refuse
+        # the server's choice as unrequested).
+        self._subprotocols = [
+            p.strip() for k, v in headers if k.lower() == "sec-websocket-protocol"
+            for p in v.split(",") if p.strip()
+        ]
+        self._headers = [(k, v) for k, v in headers if k.lower() != "sec-websocket-protocol"]
         self._deflate = deflate
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
@@ -325,6 +331,7 @@ class WebSocketClient:
                     host=self._host_header,
                     target=self._target,
                     extra_headers=self._headers,
+                    subprotocols=self._subprotocols,
                     extensions=extensions,
                 )
             )
