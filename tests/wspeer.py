@@ -72,9 +72,15 @@ class WSPeer:
         return self
 
     def stop(self) -> None:
+        """Stop the server; wait without blocking the gevent hub, so the daemon under test can
+        answer the closing handshakes meanwhile."""
+        import gevent
+
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        deadline = time.monotonic() + 10
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            gevent.sleep(0.01)
 
     def wait_connection(self, n: int = 1, timeout: float = 5.0) -> PeerConnection:
         import gevent

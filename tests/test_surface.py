@@ -1,0 +1,135 @@
+"""mod_audio_stream's surface end to end: rates, pause/resume/send_text, channel variables,
+daemon-wide defaults — simulator + daemon + a real `websockets` server."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import gevent
+import pytest
+from conftest import wait_until
+from test_end_to_end import originate
+
+from esl_audio_stream.media.analysis import dominant_frequency
+from esl_audio_stream.settings import StreamSettings
+
+
+def call_with(esl, variables: str, ext: str = "1000", rate: int = 8000) -> str:
+    answer = esl.api(f"originate {{channel_rate={rate},{variables}}}loopback/{ext}/default &park()")
+    assert answer.startswith("+OK "), answer
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    return uuid
+
+
+@pytest.mark.parametrize(("word", "rate"), [("8k", 8000), ("16k", 16000), ("44100", 44100),
+                                            ("48000", 48000), ("11025", 11025)])
+def test_any_rate(esl, daemon, peer, word, rate):
+    uuid = originate(esl, rate=16000)
+    assert daemon.execute(f"{uuid} start {peer.url()} mono {word}") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) >= 60, 5)
+    sizes = [len(m) for m in conn.binary]
+    if rate == 11025:  # 220.5 samples per 20 ms: 220 and 221 alternate, exact on average
+        assert set(sizes) == {440, 442}
+    else:
+        assert set(sizes) == {rate * 2 // 50}
+    freq = dominant_frequency(conn.audio[sizes[0] * 5:], rate)
+    assert abs(freq - 440) <= 5, freq
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_pause_resume_and_send_text(esl, daemon, peer):
+    uuid = originate(esl)
+    assert daemon.execute(f"{uuid} start {peer.url()} mono 16k first") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) > 5)
+    assert daemon.execute(f"{uuid} send_text hello there") == "+OK Success\n"
+    assert daemon.execute(f"{uuid} pause") == "+OK Success\n"
+    gevent.sleep(0.1)
+    paused_at = len(conn.binary)
+    gevent.sleep(0.6)
+    assert len(conn.binary) == paused_at  # nothing while paused
+    assert not conn.closed.is_set()
+    assert daemon.execute(f"{uuid} resume") == "+OK Success\n"
+    gevent.sleep(0.5)
+    resumed = len(conn.binary) - paused_at
+    assert 20 <= resumed <= 27, resumed  # from the present moment: no burst of held-back audio
+    assert conn.texts == ["first", "hello there"]
+    assert "invalid utf8" in daemon.execute(f"{uuid} send_text ".encode() + b"\xc3\x28")
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_buffer_size_extra_headers_and_deflate_variables(esl, daemon, peer):
+    uuid = call_with(esl, "STREAM_BUFFER_SIZE=60,STREAM_MESSAGE_DEFLATE=true,"
+                     "STREAM_EXTRA_HEADERS='{\"X-Call\":\"abc\",\"Authorization\":\"Bearer t\"}'")
+    assert daemon.execute(f"{uuid} start {peer.url()} mono 16k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) >= 3)
+    assert {len(m) for m in conn.binary} == {1920}  # 60 ms at 16 kHz
+    assert conn.headers["x-call"] == "abc" and conn.headers["authorization"] == "Bearer t"
+    assert "sec-websocket-extensions" not in conn.headers  # true/1 disables deflate
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_bad_buffer_size_warns_and_uses_20(esl, daemon, peer, caplog):
+    uuid = call_with(esl, "STREAM_BUFFER_SIZE=30")
+    with caplog.at_level(logging.WARNING):
+        assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) >= 3)
+    assert {len(m) for m in conn.binary} == {320}
+    assert any("STREAM_BUFFER_SIZE" in r.getMessage() and uuid in r.getMessage()
+               for r in caplog.records)
+    assert "sec-websocket-extensions" in conn.headers  # deflate offered by default
+    esl.api(f"uuid_kill {uuid}")
+
+
+@pytest.mark.parametrize(
+    ("variables", "needle"),
+    [
+        ("STREAM_EXTRA_HEADERS='{not json'", "STREAM_EXTRA_HEADERS"),
+        ("STREAM_EXTRA_HEADERS='[1,2]'", "STREAM_EXTRA_HEADERS"),
+        ("STREAM_HEART_BEAT=soon", "STREAM_HEART_BEAT"),
+        ("STREAM_TLS_CA_FILE=/nonexistent/ca.pem", "STREAM_TLS_CA_FILE"),
+        ("STREAM_TLS_CERT_FILE=/nonexistent/c.pem", "STREAM_TLS"),
+    ],
+)
+def test_bad_variables_are_clear_errors(esl, daemon, peer, variables, needle):
+    uuid = call_with(esl, variables)
+    answer = daemon.execute(f"{uuid} start wss://127.0.0.1:{peer.port}/ mono 8k")
+    assert answer.startswith("-ERR ") and needle in answer, answer
+    assert not daemon.streams and daemon.ports.in_use == 0
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_json_log_and_suppress_log(esl, daemon, peer, caplog):
+    loud = call_with(esl, "STREAM_SUPPRESS_LOG=false")
+    quiet = call_with(esl, "STREAM_SUPPRESS_LOG=true")
+    with caplog.at_level(logging.INFO):
+        for uuid in (loud, quiet):
+            assert daemon.execute(f"{uuid} start {peer.url('/' + uuid)} mono 8k") == (
+                "+OK Success\n")
+        for n, _uuid in enumerate((loud, quiet), 1):
+            peer.send_text(peer.wait_connection(n), f'{{"said":"secret-{n}"}}')
+        gevent.sleep(0.3)
+    text = caplog.text
+    assert "secret-1" in text and "secret-2" not in text
+    for uuid in (loud, quiet):
+        esl.api(f"uuid_kill {uuid}")
+
+
+def test_channel_value_wins_over_daemon_default(esl, daemon, peer):
+    daemon.config = dataclasses.replace(
+        daemon.config, stream_defaults=StreamSettings(buffer_ms=40))
+    plain = originate(esl)
+    own = call_with(esl, "STREAM_BUFFER_SIZE=20")
+    for n, uuid in enumerate((plain, own), 1):
+        assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+        conn = peer.wait_connection(n)
+        assert wait_until(lambda c=conn: len(c.binary) >= 3)
+    assert {len(m) for m in peer.connections[0].binary} == {640}  # the daemon's 40 ms
+    assert {len(m) for m in peer.connections[1].binary} == {320}  # the channel's 20 ms
+    for uuid in (plain, own):
+        esl.api(f"uuid_kill {uuid}")
