@@ -18,6 +18,7 @@ from . import events
 from .commands import CommandError, Start
 from .esl.connection import ESLError
 from .media.frames import Chunker, chunk_pattern
+from .media.mix import FrameClock, Mixer
 from .media.resample import make_resampler
 from .media.unicast import UnicastEndpoint
 from .settings import SettingsError, StreamSettings
@@ -77,6 +78,11 @@ class Stream:
         self._resampler = None
         self._resample = None
         self._chunker: Chunker | None = None
+        self._mixing = cmd.mix != "mono"
+        self._mixer: Mixer | None = None
+        self._clock: FrameClock | None = None
+        self._held: bytes | None = None  # a late frame whose slot the next arrival decides
+        self._now = None
         self._cng_len = 0
         self._cng = self._silence = b""
         self._timer: gevent.Greenlet | None = None
@@ -167,6 +173,9 @@ class Stream:
             self._resampler.reset()
         if self._chunker is not None:
             self._chunker.clear()
+        self._held = None
+        if self._clock is not None:
+            self._clock.reset()  # a new timeline: the pause is not a hole to fill
         self.paused = False
 
     def send_text(self, text: str) -> None:
@@ -183,12 +192,52 @@ class Stream:
     # -- the per-frame path ---------------------------------------------------------------------
 
     def _setup_frames(self, first_len: int) -> None:
-        """Per-call work done once, on the first datagram: rate, resampler, chunker."""
+        """Per-call work done once, on the first datagram: rate, mixer, resampler, chunker."""
         if not self.channel_rate:  # no read_rate variable: one datagram is one 20 ms frame
             self.channel_rate = first_len // 2 * (1000 // PTIME_MS)
-        self._resampler = make_resampler(self.channel_rate, self.rate)
+        channels = 2 if self.mix == "stereo" else 1
+        if self._mixing:
+            self._mixer = Mixer(self.mix, first_len)
+            self._clock = FrameClock(PTIME_MS / 1000)
+            self._now = gevent.get_hub().loop.now
+        self._resampler = make_resampler(self.channel_rate, self.rate, channels)
         self._resample = self._resampler.process if self._resampler is not None else None
-        self._chunker = Chunker(chunk_pattern(self.rate, self.settings.buffer_ms))
+        self._chunker = Chunker(chunk_pattern(self.rate, self.settings.buffer_ms, channels))
+
+    def _next_played(self) -> bytes | None:
+        """The frame the call hears from the daemon's playback in this slot (None: silence).
+        Playback into the call is not built yet, so the call hears nothing from us."""
+        return None
+
+    def _mix_frame(self, frame: bytes) -> None:
+        """stereo / mixed: pair each caller frame with what the call hears in the same slot.
+        FrameClock puts lost frames back as silence, so the two sides never drift apart."""
+        if self._chunker is None:
+            self._setup_frames(len(frame))
+        mixer, clock, emit, played = self._mixer, self._clock, self._emit, self._next_played
+        combine = mixer.combine
+        for _ in range(clock.arrive(self._now())):
+            emit(combine(mixer.silence, played()))
+        held = self._held
+        if held is not None:
+            self._held = None
+            emit(combine(held, played()))
+        if clock.holding:
+            self._held = frame
+        else:
+            emit(combine(frame, played()))
+
+    def _emit(self, frame: bytes) -> None:
+        """One channel-rate frame (mono, interleaved stereo or mixed) on to the endpoint."""
+        resample = self._resample
+        chunker = self._chunker
+        chunker.push(resample(frame) if resample is not None else frame)
+        send = self._send
+        while (chunk := chunker.pop()) is not None:
+            if send(chunk):
+                self.frames_out += 1
+            else:
+                self.dropped += 1
 
     def _on_readable(self) -> None:
         """One FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket.
@@ -216,6 +265,9 @@ class Stream:
         if self.paused:
             return
         try:
+            if self._mixing:
+                self._mix_frame(data)
+                return
             resample = self._resample
             if resample is None:
                 if self._chunker is None:

@@ -133,3 +133,36 @@ def test_channel_value_wins_over_daemon_default(esl, daemon, peer):
     assert {len(m) for m in peer.connections[1].binary} == {320}  # the channel's 20 ms
     for uuid in (plain, own):
         esl.api(f"uuid_kill {uuid}")
+
+
+def _channels(pcm: bytes) -> tuple[bytes, bytes]:
+    import array
+
+    samples = array.array("h", pcm)
+    return samples[0::2].tobytes(), samples[1::2].tobytes()
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_stereo_and_mixed_on_a_parked_call(esl, daemon, peer, rate):
+    """Parked call: left = what the caller says; right = what the call hears from the daemon's
+    playback (silence while nothing plays); mixed = their sum."""
+    word = {8000: "8k", 16000: "16k"}[rate]
+    stereo, mixed = originate(esl), originate(esl)
+    assert daemon.execute(f"{stereo} start {peer.url('/s')} stereo {word}") == "+OK Success\n"
+    assert daemon.execute(f"{mixed} start {peer.url('/m')} mixed {word}") == "+OK Success\n"
+    cs, cm = peer.wait_connection(1), peer.wait_connection(2)
+    assert wait_until(lambda: len(cs.binary) >= 50 and len(cm.binary) >= 50, 5)
+    frame = rate * 2 // 50
+    assert {len(m) for m in cs.binary} == {2 * frame}  # interleaved L R L R
+    assert {len(m) for m in cm.binary} == {frame}
+    left, right = _channels(cs.audio[2 * frame * 5:])
+    assert abs(dominant_frequency(left, rate) - 440) <= 5
+    assert right == bytes(len(right))
+    assert abs(dominant_frequency(cm.audio[frame * 5:], rate) - 440) <= 5
+    gevent.sleep(1.0)
+    # one output frame per caller frame, in both: no drift between the channels
+    s, m = daemon.streams[stereo], daemon.streams[mixed]
+    assert s.frames_in - 2 <= s.frames_out <= s.frames_in + 1
+    assert m.frames_in - 2 <= m.frames_out <= m.frames_in + 1
+    for uuid in (stereo, mixed):
+        esl.api(f"uuid_kill {uuid}")
