@@ -166,3 +166,48 @@ def test_stereo_and_mixed_on_a_parked_call(esl, daemon, peer, rate):
     assert m.frames_in - 2 <= m.frames_out <= m.frames_in + 1
     for uuid in (stereo, mixed):
         esl.api(f"uuid_kill {uuid}")
+
+
+def test_heartbeat_variable_pings_an_idle_connection(esl, daemon, peer):
+    uuid = call_with(esl, "STREAM_HEART_BEAT=0.3")
+    assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert daemon.execute(f"{uuid} pause") == "+OK Success\n"  # no audio: the link goes idle
+    ws = daemon.streams[uuid]._ws
+    assert wait_until(lambda: ws.pings_sent >= 2, 3)
+    assert ws.is_open and not conn.closed.is_set()  # the peer answered every ping
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_http_refusal_is_an_error_event_with_http_status(esl, daemon):
+    """An endpoint that refuses the upgrade (403): -ERR, and mod_audio_stream::error with code 2
+    and http_status 403 for subscribers."""
+    import json
+
+    from gevent.server import StreamServer
+
+    from esl_audio_stream import events
+
+    def refuse(sock, _addr):
+        sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), refuse)
+    server.start()
+    esl.subscribe("CUSTOM", events.ERROR)
+    gevent.sleep(0.1)
+    try:
+        uuid = originate(esl)
+        answer = daemon.execute(f"{uuid} start ws://127.0.0.1:{server.server_port}/ mono 8k")
+        assert answer.startswith("-ERR cannot connect") and "403" in answer
+        assert wait_until(lambda: [e for e in esl.seen if e.subclass == events.ERROR], 3)
+        err = next(e for e in esl.seen if e.subclass == events.ERROR)
+        body = json.loads(err.body)
+        assert body["status"] == "error"
+        assert body["message"]["code"] == events.WS_INVALID_HEADER
+        assert body["message"]["http_status"] == 403 and "403" in body["message"]["error"]
+        assert err.get("Audio-Stream-UUID") == uuid
+        esl.api(f"uuid_kill {uuid}")
+    finally:
+        server.stop()
