@@ -48,6 +48,9 @@ class DaemonConfig:
     ws_close_timeout: float = 2.0
     #: An error event is fired when no audio arrives this long after start.
     first_audio_timeout: float = 3.0
+    #: Audio kept per stream while the endpoint is unreachable or slow; beyond it, the oldest
+    #: goes (counted and reported in an error event).
+    reconnect_buffer_seconds: float = 10.0
     #: How long a hung-up call's events wait for CHANNEL_DESTROY before going out unrouted.
     destroy_wait: float = 2.0
     #: Daemon-wide defaults for the STREAM_* channel variables; a channel's own value wins.

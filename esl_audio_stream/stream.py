@@ -17,12 +17,13 @@ import gevent.event
 from . import events
 from .commands import CommandError, Start
 from .esl.connection import ESLError
+from .link import Link
 from .media.frames import Chunker, chunk_pattern
 from .media.mix import FrameClock, Mixer
 from .media.resample import make_resampler
 from .media.unicast import UnicastEndpoint
 from .settings import SettingsError, StreamSettings
-from .ws.client import WebSocketClient, WSError
+from .ws.client import WSError
 from .ws.tls import make_ssl_context
 
 if TYPE_CHECKING:
@@ -71,10 +72,9 @@ class Stream:
         self._peer_close: tuple[int, str] | None = None
         self._fs_port = 0
         self._endpoint: UnicastEndpoint | None = None
-        self._ws: WebSocketClient | None = None
+        self._link: Link | None = None
         self._watcher = None  # libev io watcher: calls _on_readable for each datagram
         self._recv = None
-        self._send = None
         self._resampler = None
         self._resample = None
         self._chunker: Chunker | None = None
@@ -108,11 +108,17 @@ class Stream:
         except (RuntimeError, OSError) as exc:
             self._fail()
             raise CommandError(f"cannot open a media port: {exc}") from None
-        self._ws = WebSocketClient(
+        channels = 2 if self.mix == "stereo" else 1
+        self._link = link = Link(
             self.url,
+            uuid=self.uuid,
+            fire=self._fire,
             on_text=self._on_text,
             on_binary=self._on_binary,
-            on_close=self._on_ws_close,
+            on_gone=self._on_gone,
+            metadata=self.metadata,
+            reconnect=st.reconnect,
+            backlog_bytes=int(cfg.reconnect_buffer_seconds * self.rate) * 2 * channels,
             headers=st.extra_headers,
             deflate=st.deflate,
             heartbeat=st.heartbeat,
@@ -120,32 +126,29 @@ class Stream:
             connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout,
         )
+        for text in self._pending_texts:  # send_text while connecting: after the metadata
+            link.send_text(text)
+        self._pending_texts.clear()
         try:
-            self._ws.connect()
+            link.connect()
         except WSError as exc:
-            self.host.fire(self.uuid, events.ERROR, events.error_body(
+            self._fire(events.ERROR, events.error_body(
                 exc.code, exc.message, http_status=exc.http_status))
             self._fail()
             raise CommandError(f"cannot connect to {self.url}: {exc.message}") from None
         if self._stopping:  # stopped (or hung up) while connecting
-            self._ws.close(1000, events.CLOSE_REASONS[1000])
+            link.close(1000, events.CLOSE_REASONS[1000])
             self._fail()
             raise CommandError("stopped while connecting")
-        if self.metadata:
-            self._ws.send_text(self.metadata)
-        for text in self._pending_texts:  # send_text that came while connecting, in order
-            self._ws.send_text(text)
-        self._pending_texts.clear()
-        self.host.fire(self.uuid, events.CONNECT, events.connect_body())
+        self._fire(events.CONNECT, events.connect_body())
         try:
             self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
         except ESLError as exc:
-            self._ws.close(1000, "")
+            link.close(1000, "")
             self._fail()
             raise CommandError(f"unicast refused by FreeSWITCH: {exc}") from None
         sock = self._endpoint.sock
         self._recv = sock.recv
-        self._send = self._ws.send_binary
         self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._watcher.start(self._on_readable)
         self._timer = gevent.spawn_later(cfg.first_audio_timeout, self._no_audio)
@@ -179,15 +182,13 @@ class Stream:
         self.paused = False
 
     def send_text(self, text: str) -> None:
-        """Send a text message now, or, while connecting, after the metadata, in order."""
-        ws = self._ws
-        if ws is not None and ws.is_open:
-            if not ws.send_text(text):
-                raise CommandError("the endpoint is not keeping up: text dropped")
-        elif self._started.is_set():
-            raise CommandError("the WebSocket is not open")
-        else:
+        """Send a text message now; while connecting or reconnecting it waits (after the
+        metadata), in order with the audio."""
+        link = self._link
+        if link is None:
             self._pending_texts.append(text)
+        elif not link.send_text(text):
+            raise CommandError("the endpoint is not keeping up: text dropped")
 
     # -- the per-frame path ---------------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class Stream:
         resample = self._resample
         chunker = self._chunker
         chunker.push(resample(frame) if resample is not None else frame)
-        send = self._send
+        send = self._link.send
         while (chunk := chunker.pop()) is not None:
             if send(chunk):
                 self.frames_out += 1
@@ -279,7 +280,7 @@ class Stream:
                 data = resample(data)
             chunker = self._chunker
             chunker.push(data)
-            send = self._send
+            send = self._link.send
             while (chunk := chunker.pop()) is not None:
                 if send(chunk):
                     self.frames_out += 1
@@ -311,7 +312,11 @@ class Stream:
     def _on_binary(self, data: bytes) -> None:
         pass  # audio from the endpoint is played back in a later version
 
-    def _on_ws_close(self, code: int, reason: str) -> None:
+    def _fire(self, subclass: str, body: str) -> None:
+        self.host.fire(self.uuid, subclass, body)
+
+    def _on_gone(self, code: int, reason: str) -> None:
+        """The endpoint closed normally (or reconnection is off or gave up): the stream ends."""
         if not self._stopping:
             self._peer_close = (code, reason)
             self.stop_async("endpoint-closed")
@@ -342,16 +347,16 @@ class Stream:
                 self._watcher.stop()
             if self._timer is not None:
                 self._timer.kill(block=False)
-            ws = self._ws
-            if self._peer_close is not None:
+            link = self._link
+            if self._peer_close is not None:  # the endpoint ended it
                 code, reason = self._peer_close
-            else:
+                self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
+            elif link is not None and link.is_open:
                 code, reason = 1000, events.CLOSE_REASONS[1000]
-                if ws is not None:
-                    if text:
-                        ws.send_text(text)
-                    ws.close(code, reason)
-            self.host.fire(self.uuid, events.DISCONNECT, events.disconnect_body(code, reason))
+                link.close(code, reason, text)
+                self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
+            elif link is not None:
+                link.close()  # reconnecting: stop trying (the drop was reported when it came)
             self._teardown_unicast(cause)
         except Exception:
             log.exception("%s: error while stopping", self.uuid)
@@ -380,8 +385,8 @@ class Stream:
         if self._resampler is not None:
             self._resampler.close()
             self._resampler = self._resample = None
-        if self._ws is not None:
-            self._ws.abort()
+        if self._link is not None:
+            self._link.abort()
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None

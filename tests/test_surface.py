@@ -173,7 +173,7 @@ def test_heartbeat_variable_pings_an_idle_connection(esl, daemon, peer):
     assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
     conn = peer.wait_connection()
     assert daemon.execute(f"{uuid} pause") == "+OK Success\n"  # no audio: the link goes idle
-    ws = daemon.streams[uuid]._ws
+    ws = daemon.streams[uuid]._link.ws
     assert wait_until(lambda: ws.pings_sent >= 2, 3)
     assert ws.is_open and not conn.closed.is_set()  # the peer answered every ping
     esl.api(f"uuid_kill {uuid}")

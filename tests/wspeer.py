@@ -51,8 +51,9 @@ class WSPeer:
     """Records every connection; can send text to and close a connection from the test thread."""
 
     def __init__(self, host: str = "127.0.0.1", *, compression: str | None = "deflate",
-                 on_connect_text: list[str] | None = None) -> None:
+                 on_connect_text: list[str] | None = None, port: int = 0) -> None:
         self.host = host
+        self.want_port = port
         self.compression = compression
         self.on_connect_text = on_connect_text or []
         self.connections: list[PeerConnection] = []
@@ -71,11 +72,28 @@ class WSPeer:
             raise RuntimeError("websockets peer did not start")
         return self
 
+    def kill(self) -> None:
+        """Drop every connection at the TCP level (no close frame: the client sees 1006), then
+        stop the server, as a crashed endpoint would."""
+        assert self._loop is not None
+        if not self._thread.is_alive():
+            return
+
+        def abort() -> None:
+            for conn in self.connections:
+                if conn.ws is not None and conn.ws.transport is not None:
+                    conn.ws.transport.abort()
+
+        self._loop.call_soon_threadsafe(abort)
+        self.stop()
+
     def stop(self) -> None:
         """Stop the server; wait without blocking the gevent hub, so the daemon under test can
         answer the closing handshakes meanwhile."""
         import gevent
 
+        if not self._thread.is_alive():
+            return
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         deadline = time.monotonic() + 10
@@ -105,7 +123,7 @@ class WSPeer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve(self._handler, self.host, 0, compression=self.compression,
+        async with serve(self._handler, self.host, self.want_port, compression=self.compression,
                          max_size=None) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()

@@ -75,6 +75,7 @@ class SimChannel:
         self.written_total = 0
         self.frames_sent = 0
         self.send_times: array | None = None  # monotonic send time of each datagram, if asked
+        self.sent_audio: bytearray | None = None  # every datagram's payload, if asked
         self.frames_read = 0
         self.cng_every = 0
         # what FreeSWITCH keeps on the session

@@ -257,6 +257,8 @@ class Simulator:
         a.cng_every = max(0, _atoi(variables.get("sim_cng_every", "0")))
         if variables.get("sim_record_times") == "true":  # the bench's latency reference
             a.send_times = array("d")
+        if variables.get("sim_record_audio") == "true":  # what was sent, for byte-exact tests
+            a.sent_audio = bytearray()
         a.app, a.app_arg = app, app_arg
         b.app = "echo" if spec == "echo" else "playback"
         b.app_arg = spec
@@ -407,6 +409,8 @@ class Simulator:
                 ch.frames_sent += 1
                 if ch.send_times is not None:
                     ch.send_times.append(time.monotonic())
+                if ch.sent_audio is not None:
+                    ch.sent_audio += frame
             else:
                 self._deactivate_unicast(ch)
         self._parse_private(ch)

@@ -217,6 +217,11 @@ class WebSocketClient:
         self._wptr = _mask_ffi.NULL
 
         self.deflate_negotiated = False
+        #: True while bytes wait for the kernel (the peer or the network is slow); `drained` is
+        #: set when they are all handed over again (or the connection is gone).
+        self.congested = False
+        self.drained = gevent.event.Event()
+        self.drained.set()
         self.dropped = 0
         self.last_error: WSError | None = None
         self.http_status: int | None = None
@@ -455,6 +460,8 @@ class WebSocketClient:
             return True
         # Kernel buffer full: the rest (a partial frame must be completed) goes to the writer.
         self._out += memoryview(wire)[sent:]
+        self.congested = True
+        self.drained.clear()
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
         return True
@@ -477,6 +484,8 @@ class WebSocketClient:
                 self._inflight = 0
         finally:
             self._writer = None
+            self.congested = False
+            self.drained.set()
 
     def _write_all(self, chunk: bytes) -> None:
         sock = self._sock
@@ -668,6 +677,7 @@ class WebSocketClient:
         """End everything once: greenlets (except the caller), socket, buffers; then on_close."""
         if self._state is _State.CLOSED:
             return
+        self.drained.set()  # nobody waits for a dead connection to drain
         self._state = _State.CLOSED
         current = gevent.getcurrent()
         # End the greenlets before closing the socket: their fd watchers must not outlive the fd.
