@@ -99,7 +99,8 @@ class Stream:
         st = self.settings
         try:
             ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
-        except SettingsError as exc:
+        except SettingsError as exc:  # unusable TLS files: libwsc's TLS_INIT_FAILED
+            self._fire(events.ERROR, events.error_body(events.WS_TLS_INIT_FAILED, str(exc)))
             self._fail()
             raise CommandError(str(exc)) from None
         try:
