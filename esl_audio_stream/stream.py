@@ -214,8 +214,6 @@ class Stream:
     def _mix_frame(self, frame: bytes) -> None:
         """stereo / mixed: pair each caller frame with what the call hears in the same slot.
         FrameClock puts lost frames back as silence, so the two sides never drift apart."""
-        if self._chunker is None:
-            self._setup_frames(len(frame))
         mixer, clock, emit, played = self._mixer, self._clock, self._emit, self._next_played
         combine = mixer.combine
         for _ in range(clock.arrive(self._now())):
@@ -242,7 +240,7 @@ class Stream:
                 self.dropped += 1
 
     def _on_readable(self) -> None:
-        """One FreeSWITCH frame -> (CNG to silence) -> resample -> 20 ms chunks -> WebSocket.
+        """One FreeSWITCH frame -> (CNG to silence) -> [mix] -> resample -> N-ms chunks -> link.
 
         Called by the event loop itself (a libev io watcher), not by a greenlet: no greenlet
         switch and one recv per frame. It must never block, and never raise into the hub.
@@ -267,26 +265,12 @@ class Stream:
         if self.paused:
             return
         try:
+            if self._chunker is None:
+                self._setup_frames(n)
             if self._mixing:
                 self._mix_frame(data)
-                return
-            resample = self._resample
-            if resample is None:
-                if self._chunker is None:
-                    self._setup_frames(n)
-                    resample = self._resample
-                    if resample is not None:
-                        data = resample(data)
             else:
-                data = resample(data)
-            chunker = self._chunker
-            chunker.push(data)
-            send = self._link.send
-            while (chunk := chunker.pop()) is not None:
-                if send(chunk):
-                    self.frames_out += 1
-                else:
-                    self.dropped += 1
+                self._emit(data)
         except Exception as exc:
             self._frame_path_failed(exc)
 
