@@ -6,6 +6,8 @@ anything up.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 from .settings import StreamSettings
@@ -51,6 +53,13 @@ class DaemonConfig:
     #: Audio kept per stream while the endpoint is unreachable or slow; beyond it, the oldest
     #: goes (counted and reported in an error event).
     reconnect_buffer_seconds: float = 10.0
+    #: Where the endpoint's audio chunks are written, one private directory per call (0700),
+    #: cleaned at start-up. FreeSWITCH must be able to read it for the displace and broadcast
+    #: playback modes.
+    files_dir: str = field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "esl-audio-stream"))
+    #: Largest decoded streamAudio chunk accepted.
+    max_audio_bytes: int = 8 << 20
     #: How long a hung-up call's events wait for CHANNEL_DESTROY before going out unrouted.
     destroy_wait: float = 2.0
     #: Daemon-wide defaults for the STREAM_* channel variables; a channel's own value wins.

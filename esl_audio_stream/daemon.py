@@ -19,6 +19,7 @@ from .commands import CommandError
 from .config import DaemonConfig
 from .esl.connection import ESLConnection, ESLError
 from .esl.protocol import Event
+from .media.files import clean_base
 from .media.unicast import PortPool
 from .settings import SettingsError, settings_from_variables, variables_from_dump
 from .stream import Stream
@@ -79,6 +80,9 @@ class Daemon:
     def start(self) -> None:
         """Raises SettingsError when the daemon-wide TLS defaults name unusable files."""
         make_ssl_context(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
+        removed = clean_base(self.config.files_dir)  # no audio file survives a restart
+        if removed:
+            log.info("removed %d call directories left by a previous run", removed)
         self.esl.start()
         self.control.start()
 

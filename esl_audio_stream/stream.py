@@ -22,6 +22,7 @@ from .media.frames import Chunker, chunk_pattern
 from .media.mix import FrameClock, Mixer
 from .media.resample import make_resampler
 from .media.unicast import UnicastEndpoint
+from .player import Player
 from .settings import SettingsError, StreamSettings
 from .ws.client import WSError
 from .ws.tls import make_ssl_context
@@ -83,6 +84,7 @@ class Stream:
         self._clock: FrameClock | None = None
         self._held: bytes | None = None  # a late frame whose slot the next arrival decides
         self._now = None
+        self._player: Player | None = None
         self._cng_len = 0
         self._cng = self._silence = b""
         self._timer: gevent.Greenlet | None = None
@@ -207,9 +209,10 @@ class Stream:
         self._chunker = Chunker(chunk_pattern(self.rate, self.settings.buffer_ms, channels))
 
     def _next_played(self) -> bytes | None:
-        """The frame the call hears from the daemon's playback in this slot (None: silence).
-        Playback into the call is not built yet, so the call hears nothing from us."""
-        return None
+        """The frame the call hears from the daemon's playback in this slot (None: silence);
+        written to FreeSWITCH now, so playback is paced by FreeSWITCH's own clock."""
+        player = self._player
+        return player.next_frame() if player is not None else None
 
     def _mix_frame(self, frame: bytes) -> None:
         """stereo / mixed: pair each caller frame with what the call hears in the same slot.
@@ -271,6 +274,9 @@ class Stream:
                 self._mix_frame(data)
             else:
                 self._emit(data)
+                player = self._player
+                if player is not None and player.queue.playing:
+                    player.next_frame()
         except Exception as exc:
             self._frame_path_failed(exc)
 
@@ -290,12 +296,35 @@ class Stream:
     # -- from the endpoint ------------------------------------------------------------------------
 
     def _on_text(self, text: str) -> None:
+        if text.startswith("{") and '"type"' in text:  # cheap pre-check before JSON parsing
+            player = self._get_player()
+            if player is not None and player.on_text(text):
+                return
         if not self.settings.suppress_log:
             log.info("%s: json from the endpoint: %s", self.uuid, text[:2000])
         self.host.fire(self.uuid, events.JSON, text)
 
     def _on_binary(self, data: bytes) -> None:
-        pass  # audio from the endpoint is played back in a later version
+        player = self._get_player()
+        if player is not None:
+            player.on_binary(data)
+
+    def _get_player(self) -> Player | None:
+        """The call's player, made on the first audio from the endpoint."""
+        if self._player is None and not self._stopping:
+            rate = self.channel_rate
+            if not rate or self._endpoint is None or self._link is None:
+                self._fire(events.ERROR, events.error_body(
+                    events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
+                    "known: dropped"))
+                return None
+            cfg = self.host.config
+            self._player = Player(
+                self.uuid, write=self._endpoint.send, send_text=self._link.send_text,
+                fire=self._fire, channel_rate=rate, stream_rate=self.rate,
+                files_dir=cfg.files_dir, max_chunk_bytes=cfg.max_audio_bytes,
+                suppress_log=self.settings.suppress_log)
+        return self._player
 
     def _fire(self, subclass: str, body: str) -> None:
         self.host.fire(self.uuid, subclass, body)
@@ -363,6 +392,9 @@ class Stream:
             log.warning("%s: could not end unicast: %s", self.uuid, exc)
 
     def _release(self) -> None:
+        if self._player is not None:
+            self._player.close()
+            self._player = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.close()

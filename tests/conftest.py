@@ -74,9 +74,12 @@ def esl(fs):
 
 
 @pytest.fixture
-def daemon(fs):
+def daemon(fs, tmp_path):
+    # FreeSWITCH-side ports per test process, so that two suites on one machine do not collide
+    base = 12000 + (os.getpid() % 35) * 100
     d = Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2], control_port=0,
-                            first_audio_timeout=2.0, destroy_wait=1.0))
+                            first_audio_timeout=2.0, destroy_wait=1.0, fs_port_min=base,
+                            fs_port_max=base + 99, files_dir=str(tmp_path / "files")))
     d.start()
     assert d.esl.wait_connected(5)
     try:

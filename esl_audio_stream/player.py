@@ -1,0 +1,165 @@
+"""Audio from the endpoint, played into the call: the shell around media/playback.py.
+
+Mode `inject` (the default and, for now, the only one): each frame is written to FreeSWITCH's
+unicast write-back port, which plays it at once (facts file). Pacing comes for free and exactly:
+the stream asks for one frame per frame it receives from FreeSWITCH (`next_frame`), so playback
+runs on FreeSWITCH's own 20 ms clock, the outgoing stream never stops, a clear is instant, marks
+fire when their audio has really been handed to FreeSWITCH, and stereo/mixed get the very frame
+the caller hears in the same slot.
+
+`uuid_broadcast` would stop the unicast stream for good, and a write-side `uuid_displace` while
+frames go to the write-back port can leave a call that cannot be killed (facts file): this
+module never uses either on a call it injects into.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from . import events
+from .media.decode import (
+    Chunk,
+    DecodeError,
+    decode_binary,
+    decode_stream_audio,
+    mark_name,
+    parse_message,
+)
+from .media.files import CallFiles, play_event_body
+from .media.playback import PlaybackQueue
+from .media.resample import Resampler, make_resampler
+
+log = logging.getLogger(__name__)
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Player:
+    def __init__(
+        self,
+        uuid: str,
+        *,
+        write: Callable[[bytes], bool],
+        send_text: Callable[[str], bool],
+        fire: Callable[[str, str], None],
+        channel_rate: int,
+        stream_rate: int,
+        files_dir: str | Path,
+        max_chunk_bytes: int = 8 << 20,
+        max_queue_seconds: float = 60.0,
+        suppress_log: bool = False,
+    ) -> None:
+        self.uuid = uuid
+        self._write = write
+        self._send_text = send_text
+        self._fire = fire
+        self.channel_rate = channel_rate
+        self.stream_rate = stream_rate
+        self.max_chunk_bytes = max_chunk_bytes
+        self.suppress_log = suppress_log
+        frame_bytes = channel_rate * 2 // 50
+        self.queue = PlaybackQueue(frame_bytes, int(max_queue_seconds * channel_rate) * 2)
+        self.files = CallFiles(files_dir, uuid)
+        self._resamplers: dict[int, Resampler | None] = {}
+        self.frames_played = 0
+        self.write_failures = 0
+        self.chunks = 0
+
+    # -- from the endpoint ----------------------------------------------------------------
+
+    def on_text(self, text: str) -> bool:
+        """Handle a playback message; False when `text` is not one (the caller relays it)."""
+        parsed = parse_message(text)
+        if parsed is None:
+            return False
+        kind, data = parsed
+        if kind == "streamAudio":
+            self._stream_audio(data)
+        elif kind in ("killAudio", "clear"):
+            self.clear()
+        elif kind == "mark":
+            try:
+                self.queue.push_mark(mark_name(data))
+            except DecodeError as exc:
+                self._error(str(exc))
+        return True
+
+    def on_binary(self, payload: bytes) -> None:
+        """Raw L16 at the stream's rate, queued in arrival order (no file: nothing to name)."""
+        try:
+            chunk = decode_binary(payload, self.stream_rate, max_bytes=self.max_chunk_bytes)
+        except DecodeError as exc:
+            self._error(str(exc))
+            return
+        self._queue(chunk)
+
+    def _stream_audio(self, data: dict) -> None:
+        try:
+            chunk = decode_stream_audio(data, max_bytes=self.max_chunk_bytes)
+        except DecodeError as exc:
+            self._error(str(exc))
+            return
+        try:
+            path = self.files.write(chunk)
+        except OSError as exc:
+            self._error(f"cannot write the audio file: {exc}")
+            return
+        body = play_event_body(chunk, path)
+        if not self.suppress_log:
+            log.info("%s: play %s", self.uuid, body)  # never the base64
+        self._fire(events.PLAY, body)
+        self._queue(chunk)
+
+    def _queue(self, chunk: Chunk) -> None:
+        rate = chunk.rate
+        if rate not in self._resamplers:  # one per source rate: consecutive chunks stay seamless
+            self._resamplers[rate] = make_resampler(rate, self.channel_rate)
+        resampler = self._resamplers[rate]
+        pcm = resampler.process(chunk.pcm) if resampler is not None else chunk.pcm
+        self.chunks += 1
+        self.queue.push_audio(pcm)
+
+    def _error(self, message: str) -> None:
+        log.warning("%s: endpoint audio refused: %s", self.uuid, message)
+        self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, message))
+
+    # -- per slot (called by the stream for every frame FreeSWITCH sends) -------------------
+
+    @property
+    def playing(self) -> bool:
+        return self.queue.playing
+
+    def next_frame(self) -> bytes | None:
+        """The frame the call hears in this slot: written to FreeSWITCH now; marks it reaches
+        are reported to the endpoint."""
+        frame, marks = self.queue.pop_frame()
+        if frame is not None:
+            if self._write(frame):
+                self.frames_played += 1
+            else:
+                self.write_failures += 1
+        for name in marks:
+            self._send_text(_compact({"type": "mark",
+                                      "data": {"name": name, "event": "playout"}}))
+        return frame
+
+    def clear(self) -> None:
+        """Barge-in: stop what plays, drop the queue; dropped marks are reported `cleared`."""
+        for name in self.queue.clear():
+            self._send_text(_compact({"type": "mark",
+                                      "data": {"name": name, "event": "cleared"}}))
+        for resampler in self._resamplers.values():
+            if resampler is not None:
+                resampler.reset()
+
+    def close(self) -> None:
+        """Stop, hang-up, shutdown: nothing queued survives, no file is left."""
+        self.queue.clear()
+        for resampler in self._resamplers.values():
+            if resampler is not None:
+                resampler.close()
+        self._resamplers.clear()
+        self.files.remove_all()
