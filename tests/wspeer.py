@@ -113,6 +113,10 @@ class WSPeer:
         assert self._loop is not None
         _gevent_wait(asyncio.run_coroutine_threadsafe(conn.ws.send(text), self._loop))
 
+    def send_binary(self, conn: PeerConnection, data: bytes) -> None:
+        assert self._loop is not None
+        _gevent_wait(asyncio.run_coroutine_threadsafe(conn.ws.send(data), self._loop))
+
     def close(self, conn: PeerConnection, code: int = 1000, reason: str = "") -> None:
         assert self._loop is not None
         _gevent_wait(asyncio.run_coroutine_threadsafe(conn.ws.close(code, reason), self._loop))

@@ -1,0 +1,221 @@
+"""Audio back into the call (inject mode), end to end: a `websockets` endpoint sends streamAudio,
+the daemon plays it through FreeSWITCH's unicast write-back port (the simulator records what
+was written into the call; its `echo` extension plays it back into the outgoing stream)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import stat
+from array import array
+
+import gevent
+import pytest
+import soundfile
+from conftest import wait_until
+from test_end_to_end import originate
+
+from esl_audio_stream import events
+from esl_audio_stream.media.analysis import dominant_frequency
+
+
+def tone(freq: float, seconds: float, rate: int, amp: int = 8000) -> bytes:
+    n = int(seconds * rate)
+    return array("h", (int(amp * math.sin(2 * math.pi * freq * i / rate))
+                       for i in range(n))).tobytes()
+
+
+def stream_audio(pcm: bytes, rate: int, kind: str = "raw", **extra) -> str:
+    if kind in ("wav", "ogg", "mp3"):
+        buf = io.BytesIO()
+        fmt = {"wav": "WAV", "ogg": "OGG", "mp3": "MP3"}[kind]
+        sub = {"wav": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}[kind]
+        soundfile.write(buf, array("h", pcm), rate, format=fmt, subtype=sub)
+        payload = buf.getvalue()
+    elif kind == "pcmu":
+        import audioop
+
+        payload = audioop.lin2ulaw(pcm, 2)
+    else:
+        payload = pcm
+    data = {"audioDataType": kind, "sampleRate": rate,
+            "audioData": base64.b64encode(payload).decode(), **extra}
+    return json.dumps({"type": "streamAudio", "data": data})
+
+
+def subscribe(esl) -> None:
+    esl.subscribe("CUSTOM", events.PLAY, events.ERROR)
+    gevent.sleep(0.1)
+
+
+def of(esl, uuid, subclass):
+    return [json.loads(e.body) for e in esl.seen if e.subclass == subclass
+            and e.get(events.STREAM_UUID_HEADER) == uuid]
+
+
+def start(daemon, peer, uuid, mix="mono", rate="16k", path="/"):
+    n = len(peer.connections)
+    assert daemon.execute(f"{uuid} start {peer.url(path)} {mix} {rate}") == "+OK Success\n"
+    conn = peer.wait_connection(n + 1)
+    assert wait_until(lambda: len(conn.binary) > 3)
+    return conn
+
+
+def test_played_audio_comes_back_in_the_stream_without_a_gap(esl, daemon, peer, sim):
+    subscribe(esl)
+    uuid = originate(esl, ext="2000", rate=16000)  # echo: what is written comes back
+    conn = start(daemon, peer, uuid)
+    before = len(conn.binary)
+    peer.send_text(conn, stream_audio(tone(1000, 1.0, 16000), 16000, extra_field="kept"))
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 32000, 3)
+    gevent.sleep(0.3)
+    heard = b"".join(conn.binary[before:])
+    assert abs(dominant_frequency(heard, 16000) - 1000) <= 5
+    # the stream never stopped: one message per 20 ms all along
+    gaps = [b - a for a, b in zip(conn.times[before:], conn.times[before + 1:], strict=False)]
+    assert max(gaps) < 0.045, max(gaps)
+    play = of(esl, uuid, events.PLAY)
+    assert len(play) == 1 and play[0]["extra_field"] == "kept" and "audioData" not in play[0]
+    assert play[0]["audioDataType"] == "raw" and play[0]["file"].endswith(f"{uuid}_0.r16")
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_chunks_play_in_order_gapless_with_marks(esl, daemon, peer, sim):
+    uuid = originate(esl, ext="3000", rate=8000)
+    conn = start(daemon, peer, uuid, rate="8k")
+    peer.send_text(conn, stream_audio(tone(500, 0.4, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "first"}}))
+    peer.send_text(conn, stream_audio(tone(1500, 0.4, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "second"}}))
+    assert wait_until(lambda: len([t for t in conn.texts if "playout" in t]) == 2, 3)
+    marks = [json.loads(t)["data"] for t in conn.texts if '"mark"' in t]
+    assert marks == [{"name": "first", "event": "playout"}, {"name": "second", "event": "playout"}]
+    written = bytes(sim.channel(uuid).written)
+    assert len(written) == 2 * 6400  # 0.8 s at 8 kHz, not a byte more (no padding between)
+    assert abs(dominant_frequency(written[:6400], 8000) - 500) <= 5
+    assert abs(dominant_frequency(written[6400:], 8000) - 1500) <= 5
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_clear_mid_chunk_drops_the_rest_and_clears_marks(esl, daemon, peer, sim):
+    uuid = originate(esl, ext="3000", rate=8000)
+    conn = start(daemon, peer, uuid, rate="8k")
+    peer.send_text(conn, stream_audio(tone(700, 3.0, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "end"}}))
+    gevent.sleep(0.5)
+    peer.send_text(conn, json.dumps({"type": "clear"}))
+    assert wait_until(lambda: any("cleared" in t for t in conn.texts), 2)
+    played = len(sim.channel(uuid).written)
+    gevent.sleep(0.3)
+    assert len(sim.channel(uuid).written) == played  # nothing after the clear
+    assert 0.3 * 16000 <= played <= 0.8 * 16000
+    assert json.loads(conn.texts[-1])["data"] == {"name": "end", "event": "cleared"}
+    # killAudio is the same barge-in
+    peer.send_text(conn, stream_audio(tone(700, 3.0, 8000), 8000))
+    gevent.sleep(0.3)
+    peer.send_text(conn, json.dumps({"type": "killAudio"}))
+    gevent.sleep(0.2)
+    n = len(sim.channel(uuid).written)
+    gevent.sleep(0.3)
+    assert len(sim.channel(uuid).written) == n
+    esl.api(f"uuid_kill {uuid}")
+
+
+@pytest.mark.parametrize("kind", ["raw", "wav", "ogg", "mp3", "pcmu"])
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 44100])
+def test_each_audio_type_and_rate_plays_at_the_right_pitch(esl, daemon, peer, sim, kind, rate):
+    if kind == "pcmu" and rate != 8000:
+        pytest.skip("G.711 is 8 kHz")
+    subscribe(esl)
+    uuid = originate(esl, ext="3000", rate=16000)
+    conn = start(daemon, peer, uuid)
+    peer.send_text(conn, stream_audio(tone(800, 0.6, rate), rate, kind))
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 4), of(esl, uuid,
+                                                                              events.ERROR)
+    gevent.sleep(0.2)
+    written = bytes(sim.channel(uuid).written)
+    assert abs(dominant_frequency(written[1600:], 16000) - 800) <= 5
+    assert abs(len(written) / 32000 - 0.6) < 0.1  # the right speed: 0.6 s of audio
+    play = of(esl, uuid, events.PLAY)
+    assert play and play[0]["audioDataType"] == kind and os.path.exists(play[0]["file"])
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_binary_messages_play_too(esl, daemon, peer, sim):
+    uuid = originate(esl, ext="3000", rate=8000)
+    conn = start(daemon, peer, uuid)  # stream at 16k: binary audio is L16 at the stream's rate
+    pcm = tone(600, 0.5, 16000)
+    for i in range(0, len(pcm), 3200):
+        peer.send_binary(conn, pcm[i:i + 3200])
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 7000, 3)
+    gevent.sleep(0.2)
+    written = bytes(sim.channel(uuid).written)
+    assert abs(len(written) - 8000) <= 320  # 0.5 s at the channel's 8 kHz
+    assert abs(dominant_frequency(written, 8000) - 600) <= 5
+    esl.api(f"uuid_kill {uuid}")
+
+
+@pytest.mark.parametrize(
+    ("message", "needle"),
+    [
+        ('{"type":"streamAudio","data":{"audioDataType":"raw","sampleRate":8000,'
+         '"audioData":"not base64!!"}}', "base64"),
+        ('{"type":"streamAudio","data":{"audioDataType":"flac","sampleRate":8000,'
+         '"audioData":"AAAA"}}', "audio type"),
+        ('{"type":"streamAudio","data":{"audioDataType":"raw","audioData":"AAAA"}}', "sampleRate"),
+        ('{"type":"streamAudio","data":{"audioDataType":"raw","sampleRate":5,'
+         '"audioData":"AAAA"}}', "sample rate"),
+        ('{"type":"streamAudio","data":{"audioDataType":"raw","sampleRate":8000,'
+         '"audioData":"AAAA"}}', "odd"),
+        ('{"type":"streamAudio","data":{"audioDataType":"wav","sampleRate":8000,'
+         '"audioData":"UklGRiQAAABXQVZF"}}', "wav"),
+    ],
+)
+def test_bad_audio_is_an_error_event_and_harms_nothing(esl, daemon, peer, sim, message, needle):
+    subscribe(esl)
+    uuid = originate(esl, ext="3000")
+    conn = start(daemon, peer, uuid)
+    peer.send_text(conn, message)
+    assert wait_until(lambda: of(esl, uuid, events.ERROR), 2)
+    err = of(esl, uuid, events.ERROR)[0]["message"]
+    assert needle.lower() in err["error"].lower(), err
+    assert not sim.channel(uuid).written and not of(esl, uuid, events.PLAY)
+    n = len(conn.binary)
+    gevent.sleep(0.2)
+    assert len(conn.binary) > n and uuid in daemon.streams  # the stream goes on
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_files_are_private_and_gone_after_hangup(esl, daemon, peer, sim):
+    subscribe(esl)
+    uuid = originate(esl, ext="3000")
+    conn = start(daemon, peer, uuid)
+    for _ in range(3):
+        peer.send_text(conn, stream_audio(tone(400, 0.1, 8000), 8000))
+    assert wait_until(lambda: len(of(esl, uuid, events.PLAY)) == 3, 3)
+    paths = [p["file"] for p in of(esl, uuid, events.PLAY)]
+    assert [os.path.basename(p) for p in paths] == [f"{uuid}_{n}.r8" for n in range(3)]
+    folder = os.path.dirname(paths[0])
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in paths)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: not os.path.exists(folder), 5)
+    assert wait_until(lambda: not daemon.streams, 3)
+
+
+def test_stereo_carries_what_the_call_hears_on_the_right(esl, daemon, peer, sim):
+    uuid = originate(esl, ext="1000", rate=8000)  # the caller: 440 Hz
+    conn = start(daemon, peer, uuid, mix="stereo", rate="8k")
+    before = len(conn.binary)
+    peer.send_text(conn, stream_audio(tone(1000, 1.0, 8000), 8000))
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 3)
+    pcm = array("h", b"".join(conn.binary[before:]))
+    left, right = pcm[0::2].tobytes(), pcm[1::2].tobytes()
+    assert abs(dominant_frequency(left, 8000) - 440) <= 5
+    assert abs(dominant_frequency(right, 8000) - 1000) <= 5
+    # the right channel is exactly what was written into the call, frame for frame
+    assert bytes(sim.channel(uuid).written)[:3200] in right
+    esl.api(f"uuid_kill {uuid}")
