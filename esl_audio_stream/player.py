@@ -119,8 +119,12 @@ class Player:
             self._resamplers[rate] = make_resampler(rate, self.channel_rate)
         resampler = self._resamplers[rate]
         pcm = resampler.process(chunk.pcm) if resampler is not None else chunk.pcm
-        self.chunks += 1
-        self.queue.push_audio(pcm)
+        if self.queue.push_audio(pcm):
+            self.chunks += 1
+        else:  # a flood: what is queued is kept, this chunk is not
+            self._error(f"playback queue full ({self.queue.queued_bytes} bytes queued): a "
+                        f"{chunk.duration:.2f} s chunk was dropped "
+                        f"({self.queue.dropped_chunks} so far)")
 
     def _error(self, message: str) -> None:
         log.warning("%s: endpoint audio refused: %s", self.uuid, message)

@@ -219,3 +219,20 @@ def test_stereo_carries_what_the_call_hears_on_the_right(esl, daemon, peer, sim)
     # the right channel is exactly what was written into the call, frame for frame
     assert bytes(sim.channel(uuid).written)[:3200] in right
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_a_flood_is_bounded_keeping_the_oldest(esl, daemon, peer, sim):
+    subscribe(esl)
+    uuid = originate(esl, ext="3000", rate=8000)
+    conn = start(daemon, peer, uuid, rate="8k")
+    ten_seconds = stream_audio(bytes(160000), 8000)  # 10 s of silence per chunk; the bound is 60 s
+    for _ in range(8):
+        peer.send_text(conn, ten_seconds)
+    assert wait_until(lambda: len(of(esl, uuid, events.PLAY)) == 8, 5)
+    assert wait_until(lambda: len(of(esl, uuid, events.ERROR)) >= 2, 3)
+    errors = [e["message"]["error"] for e in of(esl, uuid, events.ERROR)]
+    assert all("playback queue full" in e for e in errors)
+    player = daemon.streams[uuid]._player
+    assert player.queue.dropped_chunks == 2 and player.chunks == 6
+    assert player.queue.queued_bytes <= 60 * 16000
+    esl.api(f"uuid_kill {uuid}")

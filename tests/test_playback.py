@@ -118,23 +118,22 @@ def test_mark_after_cleared_audio():
     assert q.clear() == []
 
 
-def test_bound_drops_oldest_chunks_whole():
+def test_bound_keeps_the_oldest_and_refuses_new_chunks_whole():
     q = PlaybackQueue(FB, 2000)
-    q.push_audio(ramp(800, 0), "A")
+    assert q.push_audio(ramp(800, 0), "A")
     q.pop_frame()  # A is being read out: 480 left
-    q.push_audio(ramp(800, 1), "B")
+    assert q.push_audio(ramp(800, 1), "B")
     q.push_mark("after-B")
-    q.push_audio(ramp(800, 2), "C")
-    # 480 + 800 + 800 = 2080 > 2000: the rest of A (the oldest) was dropped whole.
-    assert q.dropped_chunks == 1 and q.queued_bytes == 1600
-    q.push_audio(ramp(900, 3), "D")  # 2500 > 2000: B goes; the mark stays in place
-    assert q.dropped_chunks == 2 and q.queued_bytes == 1700
-    frame, marks = q.pop_frame()
-    assert marks == ("after-B",) and frame == ramp(800, 2)[:320] and q.tag == "C"
-    frames, _ = drain(q)
-    assert (frame + b"".join(frames))[:1700] == ramp(800, 2) + ramp(900, 3)
-    q.push_audio(ramp(2400))  # alone over the bound: dropped too
-    assert q.dropped_chunks == 3 and q.queued_bytes == 0 and q.pop_frame() == (None, ())
+    # 480 + 800 + 800 = 2080 > 2000: C is refused whole; A and B are kept
+    assert not q.push_audio(ramp(800, 2), "C")
+    assert q.dropped_chunks == 1 and q.queued_bytes == 1280
+    assert q.push_audio(ramp(700, 3), "D")  # fits: 1980
+    frames, marks = drain(q)
+    played = b"".join(frames)
+    assert played[:480] == ramp(800, 0)[320:] and played[480:1280] == ramp(800, 1)
+    assert played[1280:1980] == ramp(700, 3) and [m for _, m in marks] == ["after-B"]
+    assert not q.push_audio(ramp(2400))  # alone over the bound: refused too
+    assert q.dropped_chunks == 2 and q.queued_bytes == 0 and q.pop_frame() == (None, ())
 
 
 def test_random_sequences_keep_every_byte_in_order():

@@ -23,9 +23,9 @@ class PlaybackQueue:
 
     Frames are `frame_bytes` of L16 at the CHANNEL rate (the stream resamples a Chunk to the
     channel rate before pushing). Marks sit between audio and are reached when the audio before
-    them has been popped. Over `max_bytes`, the oldest queued audio chunks are dropped whole and
-    counted in `dropped_chunks` (flood protection); marks stay where they were, and one whose
-    audio was dropped is reached at the next pop, like a mark with no audio before it.
+    them has been popped. A chunk that would take the queue over `max_bytes` is refused whole and
+    counted in `dropped_chunks` (flood protection): what is already queued, the oldest, is kept,
+    so the caller hears a flood's beginning without a hole in it.
     """
 
     __slots__ = ("_cur", "_fb", "_max", "_off", "_q", "_silence", "dropped_chunks",
@@ -56,33 +56,22 @@ class PlaybackQueue:
         """True while there is audio left to pop."""
         return self.queued_bytes > 0
 
-    def push_audio(self, pcm: bytes | bytearray | memoryview, tag: object = None) -> None:
-        """Queue L16 at the channel rate after everything queued so far."""
+    def push_audio(self, pcm: bytes | bytearray | memoryview, tag: object = None) -> bool:
+        """Queue L16 at the channel rate after everything queued so far; False (and counted)
+        when it would take the queue over its bound."""
         n = len(pcm)
         if n & 1:
             raise ValueError("L16 audio of odd length")
         if not n:
-            return
+            return True
+        if self.queued_bytes + n > self._max:
+            self.dropped_chunks += 1
+            return False
         if type(pcm) is not bytes:
             pcm = bytes(pcm)  # one copy per chunk, so frames can be sliced as bytes
         self._q.append((pcm, tag))
         self.queued_bytes += n
-        while self.queued_bytes > self._max:
-            self._drop_oldest()
-
-    def _drop_oldest(self) -> None:
-        if self._cur is not None:
-            self.queued_bytes -= len(self._cur) - self._off
-            self._cur = None
-            self.dropped_chunks += 1
-            return
-        q = self._q
-        for i, entry in enumerate(q):
-            if type(entry) is not str:
-                del q[i]
-                self.queued_bytes -= len(entry[0])
-                self.dropped_chunks += 1
-                return
+        return True
 
     def push_mark(self, name: str) -> None:
         """Queue a mark after the audio queued so far."""
