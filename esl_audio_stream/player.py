@@ -7,9 +7,15 @@ runs on FreeSWITCH's own 20 ms clock, the outgoing stream never stops, a clear i
 fire when their audio has really been handed to FreeSWITCH, and stereo/mixed get the very frame
 the caller hears in the same slot.
 
-`uuid_broadcast` would stop the unicast stream for good, and a write-side `uuid_displace` while
-frames go to the write-back port can leave a call that cannot be killed (facts file): this
-module never uses either on a call it injects into.
+Mode `displace` (`STREAM_PLAYBACK_MODE=displace`): each chunk's file is played with
+`uuid_displace <uuid> start <file> 0 mux` when its first frame comes due, so FreeSWITCH mixes it
+into what the caller hears while the stream keeps flowing; clear is `uuid_displace <uuid> stop
+<file>`. The same queue keeps the time (it is popped but not written), so marks and the right
+channel of stereo/mixed still follow what plays, slot by slot.
+
+One mechanism per call, never two: a write-side displace while frames go to the write-back port
+can leave a call that cannot be killed, and `uuid_broadcast` stops the unicast stream for good
+(facts file). The mode is fixed when the stream starts.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+from gevent.pool import Group
 
 from . import events
 from .media.decode import (
@@ -51,6 +59,8 @@ class Player:
         max_chunk_bytes: int = 8 << 20,
         max_queue_seconds: float = 60.0,
         suppress_log: bool = False,
+        mode: str = "inject",
+        api: Callable[[str], str] | None = None,
     ) -> None:
         self.uuid = uuid
         self._write = write
@@ -67,6 +77,10 @@ class Player:
         self.frames_played = 0
         self.write_failures = 0
         self.chunks = 0
+        self.mode = mode
+        self._api = api
+        self._jobs = Group()  # uuid_displace commands under way (never run on the hub)
+        self._displacing: object = None  # the file FreeSWITCH is displacing now
 
     # -- from the endpoint ----------------------------------------------------------------
 
@@ -88,13 +102,22 @@ class Player:
         return True
 
     def on_binary(self, payload: bytes) -> None:
-        """Raw L16 at the stream's rate, queued in arrival order (no file: nothing to name)."""
+        """Raw L16 at the stream's rate, queued in arrival order (a file only when FreeSWITCH
+        must play one: displace mode)."""
         try:
             chunk = decode_binary(payload, self.stream_rate, max_bytes=self.max_chunk_bytes)
         except DecodeError as exc:
             self._error(str(exc))
             return
-        self._queue(chunk)
+        if self.mode == "inject":
+            self._queue(chunk)
+            return
+        try:
+            path = self.files.write(chunk)
+        except OSError as exc:
+            self._error(f"cannot write the audio file: {exc}")
+            return
+        self._queue(chunk, str(path))
 
     def _stream_audio(self, data: dict) -> None:
         try:
@@ -111,15 +134,15 @@ class Player:
         if not self.suppress_log:
             log.info("%s: play %s", self.uuid, body)  # never the base64
         self._fire(events.PLAY, body)
-        self._queue(chunk)
+        self._queue(chunk, str(path))
 
-    def _queue(self, chunk: Chunk) -> None:
+    def _queue(self, chunk: Chunk, path: str | None = None) -> None:
         rate = chunk.rate
         if rate not in self._resamplers:  # one per source rate: consecutive chunks stay seamless
             self._resamplers[rate] = make_resampler(rate, self.channel_rate)
         resampler = self._resamplers[rate]
         pcm = resampler.process(chunk.pcm) if resampler is not None else chunk.pcm
-        if self.queue.push_audio(pcm):
+        if self.queue.push_audio(pcm, path):
             self.chunks += 1
         else:  # a flood: what is queued is kept, this chunk is not
             self._error(f"playback queue full ({self.queue.queued_bytes} bytes queued): a "
@@ -139,12 +162,21 @@ class Player:
     def next_frame(self) -> bytes | None:
         """The frame the call hears in this slot: written to FreeSWITCH now; marks it reaches
         are reported to the endpoint."""
-        frame, marks = self.queue.pop_frame()
+        queue = self.queue
+        frame, marks = queue.pop_frame()
         if frame is not None:
-            if self._write(frame):
-                self.frames_played += 1
+            if self.mode == "inject":
+                if self._write(frame):
+                    self.frames_played += 1
+                else:
+                    self.write_failures += 1
             else:
-                self.write_failures += 1
+                self.frames_played += 1
+                if queue.tag is not self._displacing:  # a new chunk comes due: play its file
+                    self._displacing = queue.tag
+                    self._jobs.spawn(self._displace, "start", queue.tag)
+        elif self._displacing is not None:
+            self._displacing = None  # FreeSWITCH ends a displace by itself at the file's end
         for name in marks:
             self._send_text(_compact({"type": "mark",
                                       "data": {"name": name, "event": "playout"}}))
@@ -155,12 +187,31 @@ class Player:
         for name in self.queue.clear():
             self._send_text(_compact({"type": "mark",
                                       "data": {"name": name, "event": "cleared"}}))
+        if self._displacing is not None:
+            self._jobs.spawn(self._displace, "stop", self._displacing)
+            self._displacing = None
         for resampler in self._resamplers.values():
             if resampler is not None:
                 resampler.reset()
 
-    def close(self) -> None:
-        """Stop, hang-up, shutdown: nothing queued survives, no file is left."""
+    def _displace(self, action: str, path: object) -> None:
+        if self._api is None:
+            return
+        args = f"{self.uuid} {action} {path}" + (" 0 mux" if action == "start" else "")
+        try:
+            answer = self._api(f"uuid_displace {args}")
+        except Exception as exc:  # ESL down or timed out: say so, the stream goes on
+            answer = f"-ERR {exc}"
+        if not answer.startswith("+OK"):
+            self._error(f"uuid_displace {action} {path}: {answer.strip()}")
+
+    def close(self, hung_up: bool = False) -> None:
+        """Stop, hang-up, shutdown: nothing queued survives, no file is left (FreeSWITCH is
+        told to stop displacing first, so it never reads a file that is being removed)."""
+        self._jobs.kill(timeout=1)
+        if self._displacing is not None and not hung_up:
+            self._displace("stop", self._displacing)
+        self._displacing = None
         self.queue.clear()
         for resampler in self._resamplers.values():
             if resampler is not None:

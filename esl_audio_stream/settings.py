@@ -49,6 +49,7 @@ class StreamSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_check_hostname: bool = True
+    playback_mode: str = "inject"
 
 
 #: The STREAM_* names, in the order of mod_audio_stream's README table.
@@ -63,8 +64,13 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_TLS_KEY_FILE",
     "STREAM_TLS_CERT_FILE",
     "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
+    "STREAM_PLAYBACK_MODE",  # ours: how the endpoint's audio is played into the call
 )
 _KNOWN = frozenset(VARIABLES)
+
+#: inject: frames written to unicast's write-back port (default); displace: uuid_displace per
+#: chunk. (broadcast, which stops FreeSWITCH's stream while it plays, is not built yet.)
+PLAYBACK_MODES = ("inject", "displace")
 
 _TRUE_WORDS = frozenset({"yes", "on", "true", "t", "enabled", "active", "allow"})
 # Spellings of "false" we accept without a warning; anything else is false too (switch_true),
@@ -301,6 +307,12 @@ def _merge(
             v["STREAM_TLS_DISABLE_HOSTNAME_VALIDATION"],
             warn,
         )
+    if "STREAM_PLAYBACK_MODE" in v:
+        mode = v["STREAM_PLAYBACK_MODE"].strip().lower()
+        if mode not in PLAYBACK_MODES:
+            raise SettingsError(f"STREAM_PLAYBACK_MODE: {_show(v['STREAM_PLAYBACK_MODE'])} is not "
+                                f"one of {', '.join(PLAYBACK_MODES)}")
+        changes["playback_mode"] = mode
     settings = replace(defaults, **changes)
     check_client_cert(settings)
     return settings

@@ -323,7 +323,8 @@ class Stream:
                 self.uuid, write=self._endpoint.send, send_text=self._link.send_text,
                 fire=self._fire, channel_rate=rate, stream_rate=self.rate,
                 files_dir=cfg.files_dir, max_chunk_bytes=cfg.max_audio_bytes,
-                suppress_log=self.settings.suppress_log)
+                suppress_log=self.settings.suppress_log, mode=self.settings.playback_mode,
+                api=self.host.esl.api)
         return self._player
 
     def _fire(self, subclass: str, body: str) -> None:
@@ -393,7 +394,7 @@ class Stream:
 
     def _release(self) -> None:
         if self._player is not None:
-            self._player.close()
+            self._player.close(hung_up=self.cause == "hangup")
             self._player = None
         if self._watcher is not None:
             self._watcher.stop()

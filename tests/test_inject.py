@@ -236,3 +236,63 @@ def test_a_flood_is_bounded_keeping_the_oldest(esl, daemon, peer, sim):
     assert player.queue.dropped_chunks == 2 and player.chunks == 6
     assert player.queue.queued_bytes <= 60 * 16000
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_displace_mode_plays_through_uuid_displace_and_the_stream_flows(esl, daemon, peer, sim):
+    subscribe(esl)
+    uuid = call_with_mode(esl, "displace", ext="2000")  # echo: what the caller hears comes back
+    conn = start(daemon, peer, uuid)
+    before = len(conn.binary)
+    peer.send_text(conn, stream_audio(tone(1000, 0.6, 16000), 16000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "m"}}))
+    assert wait_until(lambda: any("playout" in t for t in conn.texts), 3)
+    assert wait_until(lambda: len(sim.channel(uuid).displaced) >= 0.5 * 32000, 3)
+    gevent.sleep(0.3)
+    ch = sim.channel(uuid)
+    assert not ch.written  # never the write-back port: one mechanism per call
+    assert abs(dominant_frequency(bytes(ch.displaced), 16000) - 1000) <= 5
+    heard = b"".join(conn.binary[before:])
+    assert abs(dominant_frequency(heard, 16000) - 1000) <= 5  # displaced audio came back
+    gaps = [b - a for a, b in zip(conn.times[before:], conn.times[before + 1:], strict=False)]
+    assert max(gaps) < 0.045  # the outgoing stream never stopped
+    # clear stops the displace at once
+    peer.send_text(conn, stream_audio(tone(1000, 3.0, 16000), 16000))
+    gevent.sleep(0.4)
+    peer.send_text(conn, json.dumps({"type": "clear"}))
+    gevent.sleep(0.2)
+    n = len(ch.displaced)
+    gevent.sleep(0.3)
+    assert len(ch.displaced) == n and not ch.displace
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: not daemon.streams, 3)
+    assert not ch.wedged
+
+
+def call_with_mode(esl, mode: str, ext: str = "3000", rate: int = 16000) -> str:
+    answer = esl.api(f"originate {{channel_rate={rate},STREAM_PLAYBACK_MODE={mode}}}"
+                     f"loopback/{ext}/default &park()")
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    return uuid
+
+
+def test_simulator_wedges_a_call_that_uses_both_injection_paths(esl, sim, tmp_path):
+    """The facts file's warning, reproduced: displace + write-back on one call -> unkillable."""
+    import socket
+
+    uuid = originate(esl, ext="3000", rate=8000)
+    path = tmp_path / "x.r8"
+    path.write_bytes(tone(500, 2.0, 8000))
+    assert esl.api(f"uuid_displace {uuid} start {path} 0 mux") == "+OK Success\n"
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    esl.sendmsg(uuid, {"call-command": "unicast", "local-ip": "127.0.0.1", "local-port": "14999",
+                       "remote-ip": "127.0.0.1", "remote-port": str(rx.getsockname()[1])})
+    assert wait_until(lambda: sim.channel(uuid).unicast_active, 2)
+    rx.sendto(bytes(320), ("127.0.0.1", 14999))
+    assert wait_until(lambda: sim.channel(uuid).wedged, 2)
+    assert esl.api(f"uuid_kill {uuid}") == "+OK\n"
+    gevent.sleep(0.3)
+    assert esl.api(f"uuid_exists {uuid}") == "false"
+    assert "2 total" in esl.api("show channels count")  # both legs stuck
+    rx.close()

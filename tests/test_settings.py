@@ -64,8 +64,15 @@ def test_variables_in_readme_order() -> None:
         "STREAM_MESSAGE_DEFLATE", "STREAM_HEART_BEAT", "STREAM_SUPPRESS_LOG",
         "STREAM_BUFFER_SIZE", "STREAM_EXTRA_HEADERS", "STREAM_NO_RECONNECT",
         "STREAM_TLS_CA_FILE", "STREAM_TLS_KEY_FILE", "STREAM_TLS_CERT_FILE",
-        "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
+        "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION", "STREAM_PLAYBACK_MODE",
     )
+
+
+def test_playback_mode() -> None:
+    assert parse({"STREAM_PLAYBACK_MODE": "Displace"}).playback_mode == "displace"
+    assert parse({}).playback_mode == "inject"
+    with pytest.raises(SettingsError, match="STREAM_PLAYBACK_MODE"):
+        parse({"STREAM_PLAYBACK_MODE": "broadcast"})
 
 
 def test_settings_are_frozen() -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .dialstring import DialError, parse_originate
 from .events import url_encode
-from .media import SUPPORTED_RATES, wav_duration
+from .media import SUPPORTED_RATES, load_for_displace
 
 if TYPE_CHECKING:
     from .core import Simulator
@@ -175,10 +175,15 @@ def uuid_displace(sim: Simulator, arg: str | None) -> str:
         return "-ERR Cannot locate session!\n"
     action, path = argv[1].lower(), argv[2]
     if action == "start":
-        if wav_duration(path) is None:
+        flags = argv[4] if len(argv) > 4 else ""
+        pcm = load_for_displace(path, ch.rate)
+        if pcm is None or path in ch.displace:  # one displace per file path per channel
             return "-ERR Cannot displace session!\n"
+        ch.displace[path] = [pcm, 0, "m" in flags, "r" in flags]
         return "+OK Success\n"
     if action == "stop":
+        if ch.displace.pop(path, None) is None:
+            return "-ERR Cannot displace session!\n"
         return "+OK Success\n"
     return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
 

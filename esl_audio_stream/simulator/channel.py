@@ -76,6 +76,12 @@ class SimChannel:
         self.frames_sent = 0
         self.send_times: array | None = None  # monotonic send time of each datagram, if asked
         self.sent_audio: bytearray | None = None  # every datagram's payload, if asked
+        # uuid_displace: path -> [pcm at the channel rate, offset, mux, read-side]
+        self.displace: dict[str, list] = {}
+        self.displaced = bytearray()  # what the caller heard from write-side displaces
+        # a write-side displace while frames came to the write-back port: FreeSWITCH then
+        # cannot end the call (facts file); the simulator keeps it, stuck, like FreeSWITCH
+        self.wedged = False
         self.frames_read = 0
         self.cng_every = 0
         # what FreeSWITCH keeps on the session

@@ -14,11 +14,16 @@ import itertools
 import logging
 import time
 import uuid as _uuid
+import warnings
 from array import array
 from collections.abc import Callable
 
 import gevent
 from gevent.pool import Group, Pool
+
+with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 from gevent.server import StreamServer
 
 from . import api as _api
@@ -300,6 +305,10 @@ class Simulator:
             self._after(DESTROY_AFTER_TICKS, destroy)
 
         def destroy() -> None:
+            if any(c.wedged for c in pair):
+                log.error("simulator: %s stuck in switch_ivr_deactivate_unicast (displace and "
+                          "write-back on one call): never destroyed", ch.name)
+                return
             for c in pair:
                 c.state = c.running_state = "CS_DESTROY"
                 self.chan_event(c, "CHANNEL_DESTROY")
@@ -389,14 +398,38 @@ class Simulator:
                 if ch.mode == PARK:
                     self._dequeue_event(ch)
         elif mode == APP:
-            ch.source.next_frame()
+            frame = ch.source.next_frame()
+            if ch.displace:
+                self._displace_tick(ch, frame)
             self._parse_private(ch)
             if ch.mode == APP and ch.play_end >= 0 and self.tick_no >= ch.play_end:
                 self._end_playback(ch, "done")
                 self.hangup(ch, "NORMAL_CLEARING")
 
+    def _displace_tick(self, ch: SimChannel, frame: bytes | memoryview) -> bytes | memoryview:
+        """switch_ivr_displace_session's media bug: one frame of each displaced file per tick,
+        into what the caller hears (write side; `echo` plays it back) or, with `r`, into the
+        read side. Ends by itself at the end of the file, firing nothing."""
+        fb = len(frame)
+        for path, d in list(ch.displace.items()):
+            pcm, off, mux, read_side = d
+            part = pcm[off:off + fb]
+            if len(part) < fb:
+                part += bytes(fb - len(part))
+            d[1] = off + fb
+            if d[1] >= len(pcm):
+                del ch.displace[path]
+            if read_side:
+                frame = audioop.add(frame, part, 2) if mux else part
+            else:
+                ch.displaced += part
+                ch.source.write(part)
+        return frame
+
     def _park_tick(self, ch: SimChannel) -> None:
         frame = ch.source.next_frame()
+        if ch.displace:
+            frame = self._displace_tick(ch, frame)
         ch.frames_read += 1
         if ch.cng_every and ch.frames_read % ch.cng_every == 0:
             frame = self.lib.cng(ch.rate)
@@ -427,6 +460,8 @@ class Simulator:
         """unicast_thread_run: written into the channel at once, no pacing."""
         if not ch.up:
             return
+        if any(not d[3] for d in ch.displace.values()):
+            ch.wedged = True  # both injection paths on one call: FreeSWITCH wedges (facts)
         w = ch.written
         w += data
         ch.written_total += len(data)

@@ -247,3 +247,30 @@ def make_source(lib: Library, spec: str, rate: int) -> Source:
     if kind == "echo":
         return EchoSource(lib, rate)
     return SilenceSource(lib, rate)
+
+
+def load_for_displace(path: str, rate: int) -> bytes | None:
+    """A file as mod_sndfile/mod_native_file would play it into a channel at `rate`: L16 mono.
+    `.wav` at any rate; `.r8`/`.raw` 8 kHz and `.r16` 16 kHz 16-bit raw (facts file: `.r24`/
+    `.r32` are 24/32-BIT, not kHz, and are not simulated). None when FreeSWITCH could not open it.
+    """
+    lower = path.lower()
+    try:
+        if lower.endswith((".r8", ".raw", ".r16")):
+            src = 16000 if lower.endswith(".r16") else 8000
+            with open(path, "rb") as f:
+                data = f.read()
+            samples = array("h", data[: len(data) & ~1])
+        elif lower.endswith(".wav"):
+            with wave.open(path, "rb") as w:
+                if w.getsampwidth() != 2:
+                    return None
+                src, channels = w.getframerate(), w.getnchannels()
+                samples = array("h", w.readframes(w.getnframes()))
+                if channels > 1:
+                    samples = samples[::channels]
+        else:
+            return None
+    except (OSError, wave.Error, EOFError):
+        return None
+    return resample_linear(samples, src, rate).tobytes()
