@@ -713,10 +713,6 @@ def test_slow_endpoint_is_bounded_and_does_not_hold_up_another_call(esl, daemon,
         slow.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ws/client.py leaves SO_SNDBUF to the kernel's autotuning (up to tcp_wmem max, 4 MB on "
-    "Linux): a stalled endpoint gets seconds of audio queued in the kernel, unbounded by "
-    "reconnect_buffer_seconds, before the backlog (and its drop policy) is ever reached"))
 def test_kernel_send_buffer_is_bounded_for_a_stalled_endpoint(esl, daemon):
     """What a stalled stream holds in the kernel should be small next to its backlog: here,
     after 2.5 s of a 192 kB/s stream with nothing read, at most 256 kB may sit in the socket's

@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 _RECV_SIZE = 65536
 _READ_POLL = 5.0  # idle wake-up of the reader; liveness itself is the heartbeat's job
 WRITE_STALL_TIMEOUT = 30.0  # no byte accepted by the kernel for this long: the peer is gone
+#: Kernel send buffer per connection (Linux doubles it): ~2 s of 16 kHz mono.
+SEND_BUFFER = 64 * 1024
 _OP_TEXT = 0x1
 _OP_BINARY = 0x2
 _H16 = struct.Struct("!BBH")
@@ -306,6 +308,9 @@ class WebSocketClient:
             ) from exc
         with contextlib.suppress(OSError):  # audio latency: do not wait to coalesce small frames
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            # A fixed send buffer: the kernel's autotuning would queue seconds of audio (up to
+            # tcp_wmem's 4 MB) for a stalled endpoint before our bounded backlog ever sees it.
+            sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, SEND_BUFFER)
         return sock
 
     def _open_tls(self, raw: gsocket.socket) -> gsocket.socket:
