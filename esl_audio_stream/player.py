@@ -111,13 +111,8 @@ class Player:
             return
         if self.mode == "inject":
             self._queue(chunk)
-            return
-        try:
-            path = self.files.write(chunk)
-        except OSError as exc:
-            self._error(f"cannot write the audio file: {exc}")
-            return
-        self._queue(chunk, str(path))
+        elif (path := self._write_file(chunk)) is not None:
+            self._queue(chunk, str(path))
 
     def _stream_audio(self, data: dict) -> None:
         try:
@@ -125,16 +120,21 @@ class Player:
         except DecodeError as exc:
             self._error(str(exc))
             return
-        try:
-            path = self.files.write(chunk)
-        except OSError as exc:
-            self._error(f"cannot write the audio file: {exc}")
+        path = self._write_file(chunk)
+        if path is None:
             return
         body = play_event_body(chunk, path)
         if not self.suppress_log:
             log.info("%s: play %s", self.uuid, body)  # never the base64
         self._fire(events.PLAY, body)
         self._queue(chunk, str(path))
+
+    def _write_file(self, chunk: Chunk) -> Path | None:
+        try:
+            return self.files.write(chunk)
+        except OSError as exc:
+            self._error(f"cannot write the audio file: {exc}")
+            return None
 
     def _queue(self, chunk: Chunk, path: str | None = None) -> None:
         rate = chunk.rate
