@@ -1,8 +1,6 @@
 """A throw-away PKI for TLS tests, made by the `openssl` CLI at test time (nothing checked in
 expires or leaks): a CA, a server certificate for localhost/127.0.0.1, one for a wrong name, a
 client certificate, and a second CA that signed nothing here.
-
-Same approach as test_tls.py (copied, not imported: that file belongs to another test module).
 """
 
 from __future__ import annotations
@@ -30,12 +28,12 @@ class PKIUnavailable(Exception):
     """No openssl CLI, or it failed: the caller skips its tests."""
 
 
-def _openssl(*args: str) -> None:
+def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
 
 
 def _ca(d: Path, name: str) -> str:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), "-days", "1",
              "-subj", f"/CN=esl-audio-stream test {name}")
     return str(d / f"{name}.pem")
@@ -49,9 +47,9 @@ def _leaf(d: Path, name: str, cn: str, ext: str) -> tuple[str, str]:
         "authorityKeyIdentifier=keyid,issuer\n"
         "subjectKeyIdentifier=hash\n" + ext
     )
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
              "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(extfile))
     return str(cert), str(key)
 

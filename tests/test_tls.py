@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 
 import gevent
 import pytest
+from pki import PKIUnavailable, make_pki, openssl
 from websockets.asyncio.server import serve
 
 from esl_audio_stream.settings import SettingsError, StreamSettings, settings_from_variables
@@ -38,51 +38,22 @@ class PKI:
     other_ca: str  # a CA that signed nothing here
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-
-
-def _leaf(d: Path, name: str, cn: str, ext: str) -> tuple[str, str]:
-    key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
-    extfile = d / f"{name}.ext"
-    extfile.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "authorityKeyIdentifier=keyid,issuer\n"
-        "subjectKeyIdentifier=hash\n" + ext
-    )
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-             "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(extfile))
-    return str(cert), str(key)
-
-
-def _ca(d: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), "-days", "1",
-             "-subj", f"/CN=esl-audio-stream test {name}")
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command-line tool: it makes the test certificates")
     d = tmp_path_factory.mktemp("pki")
     try:
-        _ca(d, "ca")
-        _ca(d, "other-ca")
-        server = _leaf(d, "server", "localhost",
-                       "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-        client = _leaf(d, "client", "client-1", "extendedKeyUsage=clientAuth\n")
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-out", str(d / "other.key"))
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-aes-128-cbc", "-pass", "pass:secret", "-out", str(d / "enc.key"))
+        base = make_pki(d)
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-out", str(d / "other.key"))
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-aes-128-cbc", "-pass", "pass:secret", "-out", str(d / "enc.key"))
+    except PKIUnavailable as exc:
+        pytest.skip(str(exc))
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"openssl CLI failed: {exc.stderr.decode(errors='replace')[:300]}")
     (d / "junk.pem").write_text("this is not PEM\n")
-    return PKI(d, str(d / "ca.pem"), *server, *client, str(d / "other.key"), str(d / "enc.key"),
-               str(d / "junk.pem"), str(d / "other-ca.pem"))
+    return PKI(d, base.ca, base.server_cert, base.server_key, base.client_cert, base.client_key,
+               str(d / "other.key"), str(d / "enc.key"), str(d / "junk.pem"), base.other_ca)
 
 
 @pytest.fixture(autouse=True)

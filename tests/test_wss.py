@@ -17,6 +17,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import random
 import re
 import socket
 import ssl
@@ -40,6 +41,7 @@ from websockets.asyncio.server import serve
 from wspeer import WSPeer
 
 from esl_audio_stream import events
+from esl_audio_stream.media.unicast import PortPool
 from esl_audio_stream.ws.tls import clear_cache
 
 OK = "+OK Success\n"
@@ -55,6 +57,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         return make_pki(tmp_path_factory.mktemp("pki"))
     except PKIUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(autouse=True)
+def _own_ports(daemon) -> None:
+    """FreeSWITCH-side ports from a random block of the daemon's range instead of its first
+    ports: other test runs on this machine (each with its own simulator and daemon, all
+    starting at 12000) would otherwise take the same local-port, and the call's unicast would
+    fail to bind ("Address already in use")."""
+    cfg = daemon.config
+    block = random.randrange((cfg.fs_port_max - cfg.fs_port_min + 1) // 50)
+    low = cfg.fs_port_min + 50 * block
+    daemon.ports = PortPool(low, low + 49)
 
 
 @pytest.fixture(autouse=True)
