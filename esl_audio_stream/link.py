@@ -179,6 +179,7 @@ class Link:
             ws.drained.wait(1.0)
             if self._flush_now(ws):
                 return
+            self._report_drops()  # still stalled: say what was lost so far, once a second
 
     # -- reconnection ---------------------------------------------------------------------------
 
@@ -219,6 +220,7 @@ class Link:
                 self._fire(events.ERROR, events.error_body(
                     exc.code, exc.message, retries=tries, wait_time=int(wait * 1000),
                     http_status=exc.http_status))
+                self._report_drops()  # audio lost while away is reported as it goes
                 if self.max_tries and tries >= self.max_tries:
                     self._on_gone(1006, f"gave up after {tries} tries: {exc.message}")
                     return

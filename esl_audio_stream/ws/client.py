@@ -308,6 +308,7 @@ class WebSocketClient:
             ) from exc
         with contextlib.suppress(OSError):  # audio latency: do not wait to coalesce small frames
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
             # A fixed send buffer: the kernel's autotuning would queue seconds of audio (up to
             # tcp_wmem's 4 MB) for a stalled endpoint before our bounded backlog ever sees it.
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, SEND_BUFFER)
