@@ -14,15 +14,13 @@ import math
 def chunk_bytes_for(rate: int, ms: int, channels: int = 1) -> int:
     """Bytes of `ms` milliseconds of L16 at `rate` Hz with `channels` interleaved channels.
 
-    Raises ValueError when `ms` is not a whole number of samples at `rate` (such a chunk size
-    would drift against the clock).
+    Raises ValueError when `ms` is not a whole number of samples at `rate` (use chunk_pattern,
+    which alternates sizes, for such rates).
     """
-    if rate <= 0 or ms <= 0 or channels <= 0:
-        raise ValueError(f"bad chunk parameters rate={rate} ms={ms} channels={channels}")
-    samples, rest = divmod(rate * ms, 1000)
-    if rest:
+    pattern = chunk_pattern(rate, ms, channels)
+    if len(pattern) > 1:
         raise ValueError(f"{ms} ms is not a whole number of samples at {rate} Hz")
-    return samples * 2 * channels
+    return pattern[0]
 
 
 def chunk_pattern(rate: int, ms: int, channels: int = 1) -> tuple[int, ...]:
