@@ -38,6 +38,13 @@ class DaemonConfig:
     esl_timeout: float = 5.0
     control_host: str = "127.0.0.1"
     control_port: int = 8089
+    #: Bearer token the control endpoint requires (everything but /metrics). Required when the
+    #: control endpoint binds anything but loopback.
+    control_token: str | None = None
+    #: Whether /metrics answers without the token when a token is set.
+    metrics_public: bool = True
+    #: SIGTERM: how long running streams get to end cleanly before the process exits anyway.
+    drain_timeout: float = 10.0
     #: Address the daemon receives audio on (FreeSWITCH's unicast `remote-ip`).
     media_host: str = "127.0.0.1"
     #: Address FreeSWITCH binds for each call's unicast (`local-ip`): it must be FreeSWITCH's.
