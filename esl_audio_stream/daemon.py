@@ -31,6 +31,7 @@ CHANNEL_EVENTS = (
     "CHANNEL_PARK",
     "CHANNEL_UNPARK",
     "CHANNEL_EXECUTE",
+    "CHANNEL_EXECUTE_COMPLETE",
     "CHANNEL_BRIDGE",
     "CHANNEL_UNBRIDGE",
     "CHANNEL_HANGUP",
@@ -231,10 +232,14 @@ class Daemon:
         track.state = events.next_state(track.state, name, event.get("Application", ""))
         if name == "CHANNEL_DESTROY":
             track.destroyed.set()
+        stream = self.streams.get(event.uuid)
+        if stream is None:
+            return
         if track.state is events.CallState.HUNGUP or name == "CHANNEL_DESTROY":
-            stream = self.streams.get(event.uuid)
-            if stream is not None:
-                stream.stop_async("hangup")
+            stream.stop_async("hangup")
+        elif name in ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"):
+            stream.on_call_event(name, event.get("Application", ""),
+                                 event.get("Application-Data", ""))
 
     def _run_intake(self, found: intake.Intake, state: events.CallState) -> None:
         """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""

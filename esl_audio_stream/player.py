@@ -13,6 +13,14 @@ into what the caller hears while the stream keeps flowing; clear is `uuid_displa
 <file>`. The same queue keeps the time (it is popped but not written), so marks and the right
 channel of stereo/mixed still follow what plays, slot by slot.
 
+Mode `broadcast` (`STREAM_PLAYBACK_MODE=broadcast`, the design card's): each chunk's file is
+played with `uuid_broadcast <uuid> <file> aleg`, one after another, each started when FreeSWITCH
+says the previous one ended (CHANNEL_EXECUTE_COMPLETE of its `playback`). FreeSWITCH stops the
+unicast stream for good while a broadcast plays (facts file), so the caller is NOT streamed
+meanwhile; when the queue is empty the player asks the stream to bring it back (`restore`: re-park,
+new unicast). Marks are answered when the broadcast before them has ended; clear is
+`uuid_break <uuid> all`. No frames flow while it plays, so there is nothing for stereo/mixed.
+
 One mechanism per call, never two: a write-side displace while frames go to the write-back port
 can leave a call that cannot be killed, and `uuid_broadcast` stops the unicast stream for good
 (facts file). The mode is fixed when the stream starts.
@@ -22,9 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import gevent
 from gevent.pool import Group
 
 from . import events
@@ -41,6 +51,9 @@ from .media.playback import PlaybackQueue
 from .media.resample import Resampler, make_resampler
 
 log = logging.getLogger(__name__)
+
+#: How long past a broadcast file's duration the player waits for FreeSWITCH to say it ended.
+BROADCAST_GRACE = 10.0
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -61,6 +74,7 @@ class Player:
         suppress_log: bool = False,
         mode: str = "inject",
         api: Callable[[str], str] | None = None,
+        restore: Callable[[], None] | None = None,
     ) -> None:
         self.uuid = uuid
         self._write = write
@@ -81,6 +95,15 @@ class Player:
         self._api = api
         self._jobs = Group()  # uuid_displace commands under way (never run on the hub)
         self._displacing: object = None  # the file FreeSWITCH is displacing now
+        # broadcast mode: files and marks waiting, the file FreeSWITCH plays now, and how to
+        # bring the stream back once nothing is left to play
+        self._pending: deque[tuple[bool, str, int]] = deque()  # (is_mark, path|name, bytes)
+        self._pending_bytes = 0
+        self._max_pending = int(max_queue_seconds * channel_rate) * 2
+        self._broadcasting: str | None = None
+        self._restore = restore
+        self._suspended = False  # a broadcast stopped the stream; restore it when idle
+        self.broadcasts = 0
 
     # -- from the endpoint ----------------------------------------------------------------
 
@@ -96,9 +119,16 @@ class Player:
             self.clear()
         elif kind == "mark":
             try:
-                self.queue.push_mark(mark_name(data))
+                name = mark_name(data)
             except DecodeError as exc:
                 self._error(str(exc))
+                return True
+            if self.mode == "broadcast":
+                self._pending.append((True, name, 0))
+                if self._broadcasting is None:
+                    self._broadcast_next()
+            else:
+                self.queue.push_mark(name)
         return True
 
     def on_binary(self, payload: bytes) -> None:
@@ -137,6 +167,9 @@ class Player:
             return None
 
     def _queue(self, chunk: Chunk, path: str | None = None) -> None:
+        if self.mode == "broadcast":
+            self._queue_broadcast(chunk, path)
+            return
         rate = chunk.rate
         if rate not in self._resamplers:  # one per source rate: consecutive chunks stay seamless
             self._resamplers[rate] = make_resampler(rate, self.channel_rate)
@@ -148,6 +181,77 @@ class Player:
             self._error(f"playback queue full ({self.queue.queued_bytes} bytes queued): a "
                         f"{chunk.duration:.2f} s chunk was dropped "
                         f"({self.queue.dropped_chunks} so far)")
+
+    # -- broadcast mode ----------------------------------------------------------------------
+
+    def _queue_broadcast(self, chunk: Chunk, path: str | None) -> None:
+        size = int(chunk.duration * self.channel_rate) * 2  # as the other modes count it
+        if path is None:
+            return
+        if self._pending_bytes + size > self._max_pending:
+            self.queue.dropped_chunks += 1
+            self.files.remove(path)
+            self._error(f"playback queue full ({self._pending_bytes} bytes queued): a "
+                        f"{chunk.duration:.2f} s chunk was dropped "
+                        f"({self.queue.dropped_chunks} so far)")
+            return
+        self._pending.append((False, path, size))
+        self._pending_bytes += size
+        self.chunks += 1
+        if self._broadcasting is None:
+            self._broadcast_next()
+
+    def _broadcast_next(self) -> None:
+        """Answer the marks now due, then start the next file; with nothing left, bring the
+        stream back."""
+        pending = self._pending
+        while pending and pending[0][0]:
+            self._send_mark(pending.popleft()[1], "playout")
+        if not pending:
+            if self._suspended:
+                self._suspended = False
+                if self._restore is not None:
+                    self._jobs.spawn(self._restore)
+            return
+        _, path, size = pending.popleft()
+        self._pending_bytes -= size
+        self._broadcasting = path
+        self._jobs.spawn(self._broadcast, path, size / (2 * self.channel_rate))
+
+    def _broadcast(self, path: str, seconds: float) -> None:
+        if self._api is None:
+            return
+        try:
+            answer = self._api(f"uuid_broadcast {self.uuid} {path} aleg")
+        except Exception as exc:  # ESL down or timed out
+            answer = f"-ERR {exc}"
+        if not answer.startswith("+OK"):
+            self._error(f"uuid_broadcast {path}: {answer.strip()}")
+        else:  # its end is an event; if that never comes (ESL lost meanwhile), don't wait forever
+            self._suspended = True  # FreeSWITCH stops the stream for it (facts file)
+            gevent.sleep(seconds + BROADCAST_GRACE)
+            if self._broadcasting != path:
+                return
+            self._error(f"uuid_broadcast {path}: FreeSWITCH never said it ended; going on")
+        if self._broadcasting == path:
+            self._broadcast_ended(path)
+
+    def on_call_event(self, name: str, application: str, data: str) -> None:
+        """FreeSWITCH's channel events for this call: a broadcast ends with the
+        CHANNEL_EXECUTE_COMPLETE of its `playback` (fired even when the file would not play,
+        unlike PLAYBACK_STOP)."""
+        if (name == "CHANNEL_EXECUTE_COMPLETE" and application == "playback"
+                and data == self._broadcasting):
+            self._broadcast_ended(data)
+
+    def _broadcast_ended(self, path: str) -> None:
+        self._broadcasting = None
+        self.broadcasts += 1
+        self.files.remove(path)
+        self._broadcast_next()
+
+    def _send_mark(self, name: str, event: str) -> None:
+        self._send_text(_compact({"type": "mark", "data": {"name": name, "event": event}}))
 
     def _error(self, message: str) -> None:
         log.warning("%s: endpoint audio refused: %s", self.uuid, message)
@@ -178,15 +282,23 @@ class Player:
         elif self._displacing is not None:
             self._displacing = None  # FreeSWITCH ends a displace by itself at the file's end
         for name in marks:
-            self._send_text(_compact({"type": "mark",
-                                      "data": {"name": name, "event": "playout"}}))
+            self._send_mark(name, "playout")
         return frame
 
     def clear(self) -> None:
         """Barge-in: stop what plays, drop the queue; dropped marks are reported `cleared`."""
         for name in self.queue.clear():
-            self._send_text(_compact({"type": "mark",
-                                      "data": {"name": name, "event": "cleared"}}))
+            self._send_mark(name, "cleared")
+        if self.mode == "broadcast":
+            for is_mark, item, _ in self._pending:
+                if is_mark:
+                    self._send_mark(item, "cleared")
+                else:
+                    self.files.remove(item)
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._broadcasting is not None:  # its end comes as an event: then the restore
+                self._jobs.spawn(self._api_quiet, f"uuid_break {self.uuid} all")
         if self._displacing is not None:
             self._jobs.spawn(self._displace, "stop", self._displacing)
             self._displacing = None
@@ -205,13 +317,28 @@ class Player:
         if not answer.startswith("+OK"):
             self._error(f"uuid_displace {action} {path}: {answer.strip()}")
 
+    def _api_quiet(self, command: str) -> None:
+        if self._api is None:
+            return
+        try:
+            answer = self._api(command)
+        except Exception as exc:
+            answer = f"-ERR {exc}"
+        # uuid_break prints nothing when it worked, which mod_event_socket turns into this
+        if answer.startswith("-") and not answer.startswith("-ERR no reply"):
+            self._error(f"{command.split(' ', 1)[0]}: {answer.strip()}")
+
     def close(self, hung_up: bool = False) -> None:
         """Stop, hang-up, shutdown: nothing queued survives, no file is left (FreeSWITCH is
-        told to stop displacing first, so it never reads a file that is being removed)."""
+        told to stop displacing or broadcasting first, so it never reads a removed file)."""
         self._jobs.kill(timeout=1)
         if self._displacing is not None and not hung_up:
             self._displace("stop", self._displacing)
         self._displacing = None
+        if self._broadcasting is not None and not hung_up:
+            self._api_quiet(f"uuid_break {self.uuid} all")
+        self._broadcasting = None
+        self._pending.clear()
         self.queue.clear()
         for resampler in self._resamplers.values():
             if resampler is not None:

@@ -69,8 +69,8 @@ VARIABLES: tuple[str, ...] = (
 _KNOWN = frozenset(VARIABLES)
 
 #: inject: frames written to unicast's write-back port (default); displace: uuid_displace per
-#: chunk. (broadcast, which stops FreeSWITCH's stream while it plays, is not built yet.)
-PLAYBACK_MODES = ("inject", "displace")
+#: chunk; broadcast: uuid_broadcast per chunk, which stops FreeSWITCH's stream while it plays.
+PLAYBACK_MODES = ("inject", "displace", "broadcast")
 
 _TRUE_WORDS = frozenset({"yes", "on", "true", "t", "enabled", "active", "allow"})
 # Spellings of "false" we accept without a warning; anything else is false too (switch_true),

@@ -91,6 +91,8 @@ class Stream:
         self._stopper: gevent.Greenlet | None = None
         self._pending_texts: list[str] = []  # send_text before the WebSocket is open
         self._started = gevent.event.Event()  # set once start() has finished, either way
+        self._parked = gevent.event.Event()  # CHANNEL_PARK seen (a re-park after a broadcast)
+        self.restores = 0  # times the unicast was brought back after a broadcast
 
     # -- start ------------------------------------------------------------------------------
 
@@ -324,8 +326,39 @@ class Stream:
                 fire=self._fire, channel_rate=rate, stream_rate=self.rate,
                 files_dir=cfg.files_dir, max_chunk_bytes=cfg.max_audio_bytes,
                 suppress_log=self.settings.suppress_log, mode=self.settings.playback_mode,
-                api=self.host.esl.api)
+                api=self.host.esl.api, restore=self._restore_unicast)
         return self._player
+
+    def on_call_event(self, name: str, application: str, data: str) -> None:
+        """A channel event of this call (the daemon passes the few that matter)."""
+        if name == "CHANNEL_PARK":
+            self._parked.set()
+        player = self._player
+        if player is not None:
+            player.on_call_event(name, application, data)
+
+    def _restore_unicast(self) -> None:
+        """After a broadcast FreeSWITCH's unicast is gone for good; only a re-park and a new
+        unicast bring it back (facts file). The same port and socket are used again."""
+        if self._stopping or self._endpoint is None:
+            return
+        cfg = self.host.config
+        self._parked.clear()
+        try:
+            self.host.esl.api(f"uuid_transfer {self.uuid} park inline")
+            if not self._parked.wait(cfg.esl_timeout):
+                raise ESLError("the call did not park again")
+            if self._stopping or self._endpoint is None:
+                return
+            if self._clock is not None:
+                self._clock.reset()  # the broadcast was a hole in the timeline, not loss
+            self._held = None
+            self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
+            self.restores += 1
+        except ESLError as exc:
+            log.error("%s: could not bring the stream back after a broadcast: %s", self.uuid, exc)
+            self._fire(events.ERROR, events.error_body(
+                events.WS_PROTOCOL, f"stream not restored after broadcast: {exc}"))
 
     def _fire(self, subclass: str, body: str) -> None:
         self.host.fire(self.uuid, subclass, body)

@@ -71,8 +71,9 @@ def test_variables_in_readme_order() -> None:
 def test_playback_mode() -> None:
     assert parse({"STREAM_PLAYBACK_MODE": "Displace"}).playback_mode == "displace"
     assert parse({}).playback_mode == "inject"
+    assert parse({"STREAM_PLAYBACK_MODE": " broadcast"}).playback_mode == "broadcast"
     with pytest.raises(SettingsError, match="STREAM_PLAYBACK_MODE"):
-        parse({"STREAM_PLAYBACK_MODE": "broadcast"})
+        parse({"STREAM_PLAYBACK_MODE": "both"})
 
 
 def test_settings_are_frozen() -> None:

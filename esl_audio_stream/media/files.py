@@ -18,6 +18,7 @@ File I/O here is blocking; it happens once per received chunk (not per frame) on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -145,6 +146,15 @@ class CallFiles:
             os.close(dfd)
         self.written += 1
         return self.dir / name
+
+    def remove(self, path: Path | str) -> None:
+        """Delete one file this call wrote (once it has played); never raises, and touches
+        nothing outside the call's directory."""
+        path = Path(path)
+        if path.parent != self.dir:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
     def remove_all(self) -> None:
         """Delete the call's directory and everything in it; never raises. Anything in its

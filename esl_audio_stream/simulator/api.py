@@ -146,6 +146,19 @@ def uuid_broadcast(sim: Simulator, arg: str | None) -> str:
     return "+OK Message sent\n"
 
 
+def uuid_break(sim: Simulator, arg: str | None) -> str:
+    """mod_commands' break_function: answers nothing when it worked (the flag is acted on by the
+    channel's own loop); `all` also flushes the messages queued to the channel."""
+    argv = _separate(arg, 2)
+    if not argv:
+        return "-USAGE: <uuid> [all]\n"
+    ch = sim._live(argv[0])
+    if ch is None:
+        return "-ERR No Such Channel!\n"
+    sim.break_playback(ch, flush=len(argv) > 1 and "all" in argv[1].lower())
+    return ""
+
+
 def uuid_transfer(sim: Simulator, arg: str | None) -> str:
     argv = _separate(arg, 5)
     usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
@@ -247,6 +260,7 @@ _COMMANDS = {
     "uuid_dump": uuid_dump,
     "uuid_broadcast": uuid_broadcast,
     "uuid_transfer": uuid_transfer,
+    "uuid_break": uuid_break,
     "uuid_displace": uuid_displace,
     "show": show,
     "status": status,

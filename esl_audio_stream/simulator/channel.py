@@ -93,6 +93,7 @@ class SimChannel:
         self.transfer_to: tuple[str, str] | None = None
         self.play_end = 0  # tick at which the current playback ends; -1 = never
         self.play_path = ""
+        self.play_status = "done"  # how the current playback ends: done, or break (uuid_break)
 
     @property
     def unicast_active(self) -> bool:

@@ -389,7 +389,7 @@ class Simulator:
         elif mode == PARK_PLAYBACK:
             ch.source.next_frame()  # playback reads frames too: the far end keeps talking
             if ch.play_end >= 0 and self.tick_no >= ch.play_end:
-                self._end_playback(ch, "done")
+                self._end_playback(ch, ch.play_status)
                 # switch_core_session_reset tears the unicast down; the park loop's conninfo
                 # still points at it, so a later unicast sendmsg is shut down again at once.
                 self._deactivate_unicast(ch)
@@ -403,7 +403,7 @@ class Simulator:
                 self._displace_tick(ch, frame)
             self._parse_private(ch)
             if ch.mode == APP and ch.play_end >= 0 and self.tick_no >= ch.play_end:
-                self._end_playback(ch, "done")
+                self._end_playback(ch, ch.play_status)
                 self.hangup(ch, "NORMAL_CLEARING")
 
     def _displace_tick(self, ch: SimChannel, frame: bytes | memoryview) -> bytes | memoryview:
@@ -541,6 +541,7 @@ class Simulator:
     def _start_playback(self, ch: SimChannel, path: str, mode: str) -> None:
         ch.mode = mode
         ch.play_path = path
+        ch.play_status = "done"
         secs = playback_seconds(path)
         ch.play_end = -1 if secs is None else self.tick_no + max(1, round(secs / TICK))
         self.chan_event(ch, "CHANNEL_EXECUTE", (("Application", "playback"),
@@ -574,6 +575,16 @@ class Simulator:
     def transfer(self, ch: SimChannel, app: str, arg: str) -> None:
         ch.transfer_to = (app, arg)
         self._active[ch.uuid] = ch
+
+    def break_playback(self, ch: SimChannel, flush: bool) -> None:
+        """CF_BREAK: the playback running (a broadcast in park, or an application's) stops at
+        the channel's next frame, as if it had reached its end, with status `break`."""
+        if flush:
+            ch.private.clear()
+        if ch.play_path and ch.mode in (PARK_PLAYBACK, APP):
+            ch.play_end = self.tick_no + 1
+            ch.play_status = "break"
+            self._active[ch.uuid] = ch
 
     def broadcast(self, ch: SimChannel, path: str) -> None:
         ch.private.append(("broadcast", path))
