@@ -296,3 +296,21 @@ def test_simulator_wedges_a_call_that_uses_both_injection_paths(esl, sim, tmp_pa
     assert esl.api(f"uuid_exists {uuid}") == "false"
     assert "2 total" in esl.api("show channels count")  # both legs stuck
     rx.close()
+
+
+def test_displace_mode_keeps_queue_order_and_marks(esl, daemon, peer, sim):
+    uuid = call_with_mode(esl, "displace", rate=8000)
+    conn = start(daemon, peer, uuid, rate="8k")
+    peer.send_text(conn, stream_audio(tone(500, 0.4, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "first"}}))
+    peer.send_text(conn, stream_audio(tone(1500, 0.4, 16000), 16000))  # another rate too
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "second"}}))
+    assert wait_until(lambda: len([t for t in conn.texts if "playout" in t]) == 2, 3)
+    marks = [json.loads(t)["data"]["name"] for t in conn.texts if '"mark"' in t]
+    assert marks == ["first", "second"]
+    assert wait_until(lambda: len(sim.channel(uuid).displaced) >= 2 * 6400, 2)
+    shown = bytes(sim.channel(uuid).displaced)
+    assert abs(dominant_frequency(shown[:6000], 8000) - 500) <= 5
+    assert abs(dominant_frequency(shown[6800:12800], 8000) - 1500) <= 5
+    assert not sim.channel(uuid).written
+    esl.api(f"uuid_kill {uuid}")
