@@ -115,3 +115,16 @@ def dominant_frequency(pcm: bytes | bytearray | memoryview, rate: int, *,
         if length >= limit:
             return freq
         step = rate / length  # the next window is twice as long: half the lobe width
+
+
+def tone_amplitude(pcm: bytes | bytearray | memoryview, freq: float, rate: int) -> float:
+    """Peak amplitude (in L16 units) of the `freq` component of mono L16 `pcm`: a Hann-windowed
+    Goertzel, so a tone among others is measured on its own (a 8000-peak sine gives ~8000; the
+    same sine mixed in twice, ~16000). For tests of what a stream carries, and how much of it."""
+    x = _samples(pcm)
+    n = len(x)
+    if n < 64:
+        return 0.0
+    w = _hann(n)
+    power = _goertzel_power([x[i] * w[i] for i in range(n)], freq, rate)
+    return 4.0 * math.sqrt(max(power, 0.0)) / n

@@ -10,7 +10,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from .dialstring import DialError, parse_originate
+from .dialstring import DialError, inline_app, parse_originate
 from .events import url_encode
 from .media import SUPPORTED_RATES, load_for_displace
 
@@ -60,13 +60,22 @@ def originate(sim: Simulator, arg: str | None) -> str:
         return f"-ERR {exc}\n"
     except ValueError:
         return originate(sim, None)
-    spec = sim.extensions.get(dial.extension)
-    if spec is None:
-        return "-ERR NO_ROUTE_DESTINATION\n"
     rate_s = dial.variables.get("channel_rate", "8000")
+    if dial.dialplan == "inline":
+        app, app_arg = inline_app(dial.extension)
+        if app != "native_eavesdrop":
+            return f"-ERR SIMULATOR_UNSUPPORTED_INLINE_APPLICATION_{app}\n"
+        # the B leg eavesdrops on the target; it runs at the target's rate
+        target = sim._all.get(app_arg.split(" ")[0])
+        rate_s = str(target.rate) if target is not None else rate_s
+        spec = f"tap:{app_arg}"
+    else:
+        spec = sim.extensions.get(dial.extension)
+        if spec is None:
+            return "-ERR NO_ROUTE_DESTINATION\n"
     if not rate_s.isdigit() or int(rate_s) not in SUPPORTED_RATES:
         return "-ERR INCOMPATIBLE_DESTINATION\n"
-    if dial.app not in ("park", "playback", "echo"):
+    if dial.app not in ("park", "playback", "echo", "bridge"):
         return f"-ERR SIMULATOR_UNSUPPORTED_APPLICATION_{dial.app}\n"
     ouuid = dial.variables.get("origination_uuid")
     if ouuid and ouuid in sim._all:
@@ -192,7 +201,8 @@ def uuid_displace(sim: Simulator, arg: str | None) -> str:
         pcm = load_for_displace(path, ch.rate)
         if pcm is None or path in ch.displace:  # one displace per file path per channel
             return "-ERR Cannot displace session!\n"
-        ch.displace[path] = [pcm, 0, "m" in flags, "r" in flags]
+        ch.bug_seq += 1  # media-bug order: a write tap attached later does not see it
+        ch.displace[path] = [pcm, 0, "m" in flags, "r" in flags, ch.bug_seq]
         return "+OK Success\n"
     if action == "stop":
         if ch.displace.pop(path, None) is None:

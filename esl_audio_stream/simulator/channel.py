@@ -37,6 +37,8 @@ ROUTING = "routing"  # answered, about to start its application
 PARK = "park"  # inside switch_ivr_park
 PARK_PLAYBACK = "park_playback"  # a broadcast playing inside the park loop
 APP = "app"  # running another application (playback, echo)
+BRIDGE = "bridge"  # running `bridge`: its ticks move audio both ways with the bridged peer
+BRIDGED = "bridged"  # the far side of a bridge (the leg `bridge` originated); not ticked itself
 DOWN = "down"  # hung up
 
 
@@ -88,6 +90,16 @@ class SimChannel:
         self.unicast: SimUnicast | None = None  # CF_UNICAST + the "unicast" private
         self.park_conninfo: SimUnicast | None = None  # switch_ivr_park's local `conninfo`
         self.leaked: list[SimUnicast] = []  # replaced while active: FreeSWITCH never closes them
+        # what media bugs (taps) see: the frame read and the frame written to the caller in the
+        # latest tick, and the write-side displace parts of that tick with their bug order
+        self.last_read: bytes | memoryview | None = None
+        self.last_write: bytes | memoryview | None = None
+        self.tick_displace: list[tuple[int, bytes]] = []
+        self.write_acc = bytearray()  # write-back audio not yet heard (kept only when tapped)
+        self.bug_seq = 0  # media bugs attached so far (displaces and taps), in order
+        self.taps: list = []  # TapSources eavesdropping on this channel
+        self.tap_target = ""  # on a tap's two legs: the uuid it eavesdrops on
+        self.bridge_peer: SimChannel | None = None
         self.private: deque[tuple[str, Packet | str]] = deque()  # sendmsg / broadcast queue
         self.events: deque = deque()  # sendevent queued to the session
         self.transfer_to: tuple[str, str] | None = None

@@ -27,10 +27,11 @@ with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lt
 from gevent.server import StreamServer
 
 from . import api as _api
-from .channel import APP, DOWN, PARK, PARK_PLAYBACK, ROUTING, SimChannel
+from .channel import APP, BRIDGE, BRIDGED, DOWN, PARK, PARK_PLAYBACK, ROUTING, SimChannel
+from .dialstring import DialError, parse_originate
 from .esl_server import EslConnection
 from .events import CoreInfo, Event
-from .media import Library, make_source, parse_spec, wav_duration
+from .media import Library, TapSource, make_source, parse_spec, wav_duration
 from .packets import Packet
 from .unicast import SimUnicast
 
@@ -253,8 +254,23 @@ class Simulator:
             "other_loopback_leg_uuid": a_uuid, "read_codec": "L16", "read_rate": str(rate),
             "write_codec": "L16", "write_rate": str(rate),
         }
+        tap_target: SimChannel | None = None
+        if spec.startswith("tap:"):  # inline native_eavesdrop: the B leg eavesdrops on a target
+            target_uuid, _, side = spec[4:].partition(" ")
+            tap_target = self._live(target_uuid)
+            if tap_target is not None:
+                tap_target.bug_seq += 1
+                source = TapSource(self.lib, rate, tap_target, side.strip() != "write",
+                                   tap_target.bug_seq)
+                tap_target.taps.append(source)
+            else:
+                source = make_source(self.lib, "silence", rate)
+        else:
+            source = make_source(self.lib, spec, rate)
         a = SimChannel(a_uuid, f"loopback/{extension}-a", "a", extension, rate, a_vars,
-                       make_source(self.lib, spec, rate), "outbound", cid_name, cid_num, context)
+                       source, "outbound", cid_name, cid_num, context)
+        if isinstance(source, TapSource):
+            source.owner = a_uuid
         b = SimChannel(b_uuid, f"loopback/{extension}-b", "b", extension, rate, b_vars,
                        make_source(self.lib, "silence", rate), "inbound", cid_name, cid_num,
                        context)
@@ -265,8 +281,12 @@ class Simulator:
         if variables.get("sim_record_audio") == "true":  # what was sent, for byte-exact tests
             a.sent_audio = bytearray()
         a.app, a.app_arg = app, app_arg
-        b.app = "echo" if spec == "echo" else "playback"
-        b.app_arg = spec
+        if spec.startswith("tap:"):
+            b.app, b.app_arg = "native_eavesdrop", spec[4:]
+            a.tap_target = b.tap_target = spec[4:].partition(" ")[0]
+        else:
+            b.app = "echo" if spec == "echo" else "playback"
+            b.app_arg = spec
         self._all[a_uuid] = a
         self._all[b_uuid] = b
         self.sessions_peak = max(self.sessions_peak, len(self._all))
@@ -280,9 +300,11 @@ class Simulator:
             ch.state = ch.running_state = "CS_EXECUTE" if ch is b else "CS_CONSUME_MEDIA"
             self.chan_event(ch, "CHANNEL_ANSWER")
         self.chan_event(b, "CHANNEL_EXECUTE", (("Application", b.app),
-                                               ("Application-Data", spec)))
+                                               ("Application-Data", b.app_arg)))
         a.mode = ROUTING
         self._active[a_uuid] = a
+        if spec.startswith("tap:") and tap_target is None:  # nothing to eavesdrop on: it ends
+            self._after(1, lambda: self.hangup(a, "NORMAL_CLEARING"))
         return a_uuid
 
     def _next_session(self) -> int:
@@ -295,8 +317,23 @@ class Simulator:
         if not ch.up:
             return
         pair = [ch] + ([ch.other] if ch.other is not None and ch.other.up else [])
+        for c in list(pair):  # a bridge ends with either party: the other call goes too
+            peer = c.bridge_peer
+            if peer is not None and peer.up and peer not in pair:
+                pair.append(peer)
+                if peer.other is not None and peer.other.up:
+                    pair.append(peer.other)
         for c in pair:
             self._hangup_one(c, cause)
+        for c in pair:
+            if c.tap_target:  # a tap that goes stops eavesdropping on its target
+                target = self._all.get(c.tap_target)
+                if target is not None and isinstance(c.source, TapSource):
+                    target.taps = [t for t in target.taps if t is not c.source]
+            for tap in c.taps:  # the eavesdrop ends with its target: so does the tap
+                owner = self._all.get(tap.owner)
+                if owner is not None:
+                    self._after(1, lambda o=owner: self.hangup(o, "NORMAL_CLEARING"))
 
         def complete() -> None:
             for c in pair:
@@ -331,6 +368,8 @@ class Simulator:
         self._active.pop(ch.uuid, None)
         self.chan_event(ch, "CHANNEL_HANGUP")
         ch.call_state = "HANGUP"
+        if ch.mode == BRIDGE:
+            self.chan_event(ch, "CHANNEL_UNBRIDGE")
         if ch.mode in (APP, PARK_PLAYBACK) and ch.play_path:
             self._end_playback(ch, "break")
         if was_parked:
@@ -397,6 +436,8 @@ class Simulator:
                 self._parse_private(ch)
                 if ch.mode == PARK:
                     self._dequeue_event(ch)
+        elif mode == BRIDGE:
+            self._bridge_tick(ch)
         elif mode == APP:
             frame = ch.source.next_frame()
             if ch.displace:
@@ -406,13 +447,31 @@ class Simulator:
                 self._end_playback(ch, ch.play_status)
                 self.hangup(ch, "NORMAL_CLEARING")
 
+    def _bridge_tick(self, ch: SimChannel) -> None:
+        """switch_ivr_multi_threaded_bridge, one frame each way: what one party reads is what
+        the other hears. Write-side displaces mix into what each hears."""
+        peer = ch.bridge_peer
+        r1 = ch.source.next_frame()
+        ch.frames_read += 1
+        r2 = peer.source.next_frame() if peer is not None else self.lib.silence(ch.rate)
+        for c, read, heard in ((ch, r1, r2), (peer, r2, r1)):
+            if c is None:
+                continue
+            c.tick_displace.clear()
+            c.last_read = read
+            c.last_write = heard
+            c.source.write(bytes(heard))
+            if c.displace:
+                self._displace_tick(c, read)
+        self._parse_private(ch)
+
     def _displace_tick(self, ch: SimChannel, frame: bytes | memoryview) -> bytes | memoryview:
         """switch_ivr_displace_session's media bug: one frame of each displaced file per tick,
         into what the caller hears (write side; `echo` plays it back) or, with `r`, into the
         read side. Ends by itself at the end of the file, firing nothing."""
         fb = len(frame)
         for path, d in list(ch.displace.items()):
-            pcm, off, mux, read_side = d
+            pcm, off, mux, read_side, seq = d
             part = pcm[off:off + fb]
             if len(part) < fb:
                 part += bytes(fb - len(part))
@@ -424,12 +483,25 @@ class Simulator:
             else:
                 ch.displaced += part
                 ch.source.write(part)
+                ch.tick_displace.append((seq, part))
         return frame
 
     def _park_tick(self, ch: SimChannel) -> None:
         frame = ch.source.next_frame()
+        if ch.tick_displace:
+            ch.tick_displace.clear()
         if ch.displace:
             frame = self._displace_tick(ch, frame)
+        ch.last_read = frame
+        if ch.taps:  # what the caller hears this tick: the write-back audio that came in
+            acc = ch.write_acc
+            fb = len(frame)
+            if acc:
+                heard = bytes(acc[:fb])
+                del acc[:fb]
+                ch.last_write = heard + bytes(fb - len(heard)) if len(heard) < fb else heard
+            else:
+                ch.last_write = None
         ch.frames_read += 1
         if ch.cng_every and ch.frames_read % ch.cng_every == 0:
             frame = self.lib.cng(ch.rate)
@@ -465,6 +537,11 @@ class Simulator:
         w = ch.written
         w += data
         ch.written_total += len(data)
+        if ch.taps:
+            acc = ch.write_acc
+            acc += data
+            if len(acc) > 25 * len(data):  # a writer far ahead of real time: keep the newest
+                del acc[: len(acc) - 25 * len(data)]
         if len(w) > 2 * self.written_limit:
             del w[: len(w) - self.written_limit]
         ch.source.write(data)
@@ -531,12 +608,41 @@ class Simulator:
             self.chan_event(ch, "CHANNEL_PARK")
         elif app == "playback":
             self._start_playback(ch, arg, APP)
+        elif app == "bridge":
+            self.chan_event(ch, "CHANNEL_EXECUTE", (("Application", "bridge"),
+                                                    ("Application-Data", arg)))
+            self._bridge(ch, arg)
         else:  # echo: runs until hang-up or transfer
             self.chan_event(ch, "CHANNEL_EXECUTE", (("Application", app),
                                                     ("Application-Data", arg)))
             ch.mode = APP
             ch.play_end = -1
             ch.play_path = ""
+
+    def _bridge(self, ch: SimChannel, dialstring: str) -> None:
+        """`bridge(loopback/<ext>[/<context>])`: originate the other party (a loopback call
+        whose A leg hears `ch` and whose B leg runs the extension), then move audio both ways.
+        A destination that does not route ends the call, as a failed bridge does."""
+        try:
+            dial = parse_originate(f"{dialstring} &park()")
+        except (DialError, ValueError):
+            dial = None
+        spec = self.extensions.get(dial.extension) if dial is not None else None
+        if dial is None or spec is None or spec.startswith("tap:"):
+            self.hangup(ch, "NO_ROUTE_DESTINATION")
+            return
+        other = self._all[self.new_call(dial.extension, spec, ch.rate, dial.variables,
+                                        dial.context, "", "")]
+        self._active.pop(other.uuid, None)  # its thread is the bridge's other half
+        other.mode = BRIDGED
+        other.state = other.running_state = "CS_EXCHANGE_MEDIA"
+        ch.mode = BRIDGE
+        ch.state = ch.running_state = "CS_EXECUTE"
+        ch.bridge_peer, other.bridge_peer = other, ch
+        ch.variables["bridge_uuid"] = other.uuid
+        self.chan_event(ch, "CHANNEL_BRIDGE", (("Bridge-A-Unique-ID", ch.uuid),
+                                               ("Bridge-B-Unique-ID", other.uuid),
+                                               ("Other-Leg-Unique-ID", other.uuid)))
 
     def _start_playback(self, ch: SimChannel, path: str, mode: str) -> None:
         ch.mode = mode

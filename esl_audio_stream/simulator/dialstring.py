@@ -24,6 +24,7 @@ class Dial:
     app: str
     app_arg: str
     variables: dict[str, str] = field(default_factory=dict)
+    dialplan: str = "XML"  # `inline`: the extension is `app:arg`, `\\s` standing for a space
 
 
 def split_args(text: str) -> list[str]:
@@ -125,8 +126,10 @@ def parse_originate(arg: str) -> Dial:
     endpoint, _, rest = url.partition("/")
     if endpoint.lower() != "loopback":
         raise DialError("CHAN_NOT_IMPLEMENTED")
-    ext, _, context = rest.partition("/")
-    context = context.split("/")[0] or "default"
+    ext, _, tail = rest.partition("/")
+    context, _, dialplan = tail.partition("/")
+    context = context or "default"
+    dialplan = dialplan.split("/")[0] or "XML"
     if not dest.startswith("&"):
         raise DialError("SIMULATOR_ONLY_APP_DESTINATIONS")
     app = dest[1:]
@@ -135,4 +138,10 @@ def parse_originate(arg: str) -> Dial:
         app, _, app_arg = app.partition("(")
         if app_arg.endswith(")"):
             app_arg = app_arg[:-1]
-    return Dial("loopback", ext, context, app.strip(), app_arg, variables)
+    return Dial("loopback", ext, context, app.strip(), app_arg, variables, dialplan)
+
+
+def inline_app(extension: str) -> tuple[str, str]:
+    """The inline dialplan's `app:arg` (`\\s` is its escape for a space) -> (app, arg)."""
+    app, _, arg = extension.partition(":")
+    return app, arg.replace("\\s", " ")
