@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable
 from http.cookies import CookieError, SimpleCookie
@@ -83,6 +84,7 @@ class ControlServer:
                              "([control] token)")
         self.daemon = daemon
         self._closing = False
+        self.feeds = 0  # status pages connected now
         self._registry = metrics.registry_for(daemon)
         self._page = resources.files(__package__).joinpath("static/status.html").read_bytes()
         self._server = WSGIServer((host, port), self._app, log=None, error_log=log,
@@ -200,6 +202,7 @@ class ControlServer:
         sock.settimeout(FEED_SEND_TIMEOUT)  # bounds every send, and the close frame after
         seen: dict[str, int] = {}
         daemon = self.daemon
+        self.feeds += 1
         try:
             while not self._closing:
                 rows = status.rows(daemon.streams.values(), time.monotonic(), level=True,
@@ -212,8 +215,20 @@ class ControlServer:
                     continue
                 if ws.receive() is None:  # bounded by the socket's timeout
                     return  # closed (or garbage): the handler closes the socket
+            _close(ws, 1001, "the daemon is stopping")
         except (WebSocketError, OSError) as exc:
             log.debug("status feed ended: %s", exc)
+        finally:
+            self.feeds -= 1
+
+
+def _close(ws, code: int, reason: str) -> None:
+    """Close with a status code: gevent-websocket's close() leaves the code out of the close
+    frame (RFC 6455 5.5.1 wants it first), so the frame is built here."""
+    try:
+        ws.send_frame(struct.pack("!H", code) + reason.encode(), ws.OPCODE_CLOSE)
+    finally:
+        ws.closed = True  # the handler must not send a second close frame
 
 
 def _same(given: str, token: str) -> bool:

@@ -7,6 +7,7 @@ import http.client
 from urllib.parse import urlsplit
 
 import gevent
+from gevent.event import AsyncResult
 from websockets.sync.client import connect
 
 
@@ -40,3 +41,23 @@ def feed_messages(url: str, n: int = 1, headers: dict[str, str] | None = None,
             return [ws.recv(timeout) for _ in range(n)]
 
     return gevent.get_hub().threadpool.apply(run)
+
+
+def feed_until_closed(url: str, headers: dict[str, str] | None = None,
+                      timeout: float = 10.0) -> AsyncResult:
+    """Read a feed in the background until the server closes it; the result's get() is
+    (messages read, close code)."""
+    from websockets.exceptions import ConnectionClosed
+
+    def run() -> tuple[int, int]:
+        n = 0
+        with connect(url, additional_headers=headers, open_timeout=timeout,
+                     close_timeout=timeout) as ws:
+            try:
+                while True:
+                    ws.recv(timeout)
+                    n += 1
+            except ConnectionClosed as exc:
+                return n, exc.rcvd.code if exc.rcvd else 1006
+
+    return gevent.get_hub().threadpool.spawn(run)

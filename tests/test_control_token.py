@@ -8,7 +8,7 @@ import os
 
 import pytest
 from conftest import wait_until
-from httpc import feed_messages, request
+from httpc import feed_messages, feed_until_closed, request
 from test_end_to_end import originate
 from websockets.exceptions import InvalidStatus
 
@@ -134,3 +134,17 @@ def test_a_non_loopback_control_address_needs_a_token(fs, tmp_path):
     # loopback in any spelling needs none (not started: nothing is bound)
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host=host, control_port=0))
+
+
+def test_feeds_end_when_the_daemon_stops(fs, tmp_path):
+    d = make_daemon(fs, tmp_path)
+    url = base(d).replace("http:", "ws:") + "/status/feed"
+    try:
+        pages = [feed_until_closed(url) for _ in range(2)]
+        assert wait_until(lambda: d.control.feeds == 2, 5)
+    finally:
+        d.stop()
+    for page in pages:
+        n, code = page.get(timeout=10)
+        assert n >= 1 and code == 1001  # going away
+    assert d.control.feeds == 0
