@@ -1,9 +1,10 @@
-"""`esl-audio-stream run | ctl | simulate | demo | bench`."""
+"""`esl-audio-stream run | ctl | status | simulate | demo | bench`."""
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from .config import DaemonConfig, parse_hostport
 from .settings import SettingsError, defaults_from_mapping
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
+TOKEN_ENV = "ESL_AUDIO_STREAM_CONTROL_TOKEN"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -68,27 +70,62 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def control_request(control: str, args: str, timeout: float = 30.0) -> str:
-    """POST one argument string to a daemon's control endpoint; return its answer."""
+def _control_http(control: str, method: str, path: str, body: bytes | None = None,
+                  token: str | None = None, timeout: float = 30.0) -> tuple[int, str]:
+    """One request to a daemon's control endpoint: (HTTP status, body text)."""
     host, port = parse_hostport(control, 8089)
+    headers = {"Content-Type": "text/plain; charset=utf-8"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", "/api/uuid_audio_stream", body=args.encode("utf-8", "surrogateescape"),
-                     headers={"Content-Type": "text/plain; charset=utf-8"})
-        return conn.getresponse().read().decode("utf-8", "replace")
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
     finally:
         conn.close()
+
+
+def control_request(control: str, args: str, timeout: float = 30.0,
+                    token: str | None = None) -> str:
+    """POST one argument string to a daemon's control endpoint; return its answer."""
+    return _control_http(control, "POST", "/api/uuid_audio_stream",
+                         args.encode("utf-8", "surrogateescape"), token, timeout)[1]
 
 
 def cmd_ctl(ns: argparse.Namespace) -> int:
     args = " ".join(ns.args)
     try:
-        answer = control_request(ns.control, args)
+        answer = control_request(ns.control, args, token=ns.token)
     except OSError as exc:
         print(f"-ERR cannot reach the daemon at {ns.control}: {exc}")
         return 2
     sys.stdout.write(answer if answer.endswith("\n") else answer + "\n")
     return 0 if answer.startswith("+OK") else 1
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    from .status import format_table
+
+    try:
+        code, text = _control_http(ns.control, "GET", "/streams", token=ns.token, timeout=10)
+    except OSError as exc:
+        print(f"-ERR cannot reach the daemon at {ns.control}: {exc}", file=sys.stderr)
+        return 2
+    if code != 200:
+        print(text.strip() or f"-ERR HTTP {code}", file=sys.stderr)
+        return 1
+    if ns.json:
+        sys.stdout.write(text + "\n")
+    else:
+        sys.stdout.write(format_table(json.loads(text)))
+    return 0
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--control", default=DEFAULT_CONTROL, help="the daemon's control HOST:PORT")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                   help=f"the control endpoint's bearer token (default: ${TOKEN_ENV})")
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
@@ -135,11 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     ctl = sub.add_parser("ctl", help="send a uuid_audio_stream command to a running daemon")
-    ctl.add_argument("--control", default=DEFAULT_CONTROL)
+    _add_client_options(ctl)
     ctl.add_argument("args", nargs=argparse.REMAINDER,
                      help="<uuid> start <ws-url> <mix-type> <sampling-rate> [metadata]"
                      " | <uuid> stop [text]")
     ctl.set_defaults(func=cmd_ctl)
+
+    st = sub.add_parser("status", help="print a running daemon's live streams as a table")
+    _add_client_options(st)
+    st.add_argument("--json", action="store_true", help="the rows as JSON instead")
+    st.set_defaults(func=cmd_status)
 
     sim = sub.add_parser("simulate", help="run the FreeSWITCH simulator")
     sim.add_argument("--esl", default="127.0.0.1:8021")

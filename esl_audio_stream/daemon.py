@@ -21,6 +21,7 @@ from .esl.connection import ESLConnection, ESLError
 from .esl.protocol import Event
 from .media.files import clean_base
 from .media.unicast import PortPool
+from .metrics import Counters
 from .settings import SettingsError, settings_from_variables, variables_from_dump
 from .stream import Stream
 from .ws.tls import make_ssl_context
@@ -71,6 +72,7 @@ class Daemon:
         self._intake = Group()  # greenlets running commands that came as events
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self.events_failed = 0
+        self.counters = Counters()  # read by metrics.py at scrape time
         self._closing = False
         from .control import ControlServer  # control imports nothing of ours but the daemon API
 
@@ -158,6 +160,7 @@ class Daemon:
                     del self.streams[uuid]
                 self._tracks.pop(uuid, None)
                 raise
+            self.counters.started += 1
             if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
                 stream.stop_async("hangup")  # the call ended while we were connecting
             log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
@@ -187,6 +190,8 @@ class Daemon:
              state: events.CallState | None = None) -> None:
         """Fire one event on a route FreeSWITCH delivers in the call's state (the tracked state of
         a streamed call, else `state`, else the call is taken as gone)."""
+        if subclass in (events.ERROR, events.DISCONNECT):
+            self.counters.count_event(subclass, body)
         track = self._tracks.get(uuid)
         if track is not None:
             state = track.state
@@ -207,6 +212,7 @@ class Daemon:
         if self.streams.get(stream.uuid) is stream:
             del self.streams[stream.uuid]
         self._tracks.pop(stream.uuid, None)
+        self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
                  stream.cause, stream.frames_in, stream.frames_out, stream.dropped)
 

@@ -9,6 +9,7 @@ releases all of them.
 from __future__ import annotations
 
 import logging
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Protocol
 
 import gevent
@@ -22,6 +23,7 @@ from .media.frames import Chunker, chunk_pattern
 from .media.mix import FrameClock, Mixer
 from .media.resample import make_resampler
 from .media.unicast import UnicastEndpoint
+from .metrics import SAMPLE_MASK
 from .player import Player
 from .settings import SettingsError, StreamSettings
 from .ws.client import WSError
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .config import DaemonConfig
     from .esl.connection import ESLConnection
     from .media.unicast import PortPool
+    from .metrics import Counters
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class StreamHost(Protocol):
     config: DaemonConfig
     esl: ESLConnection
     ports: PortPool
+    counters: Counters
 
     def fire(self, uuid: str, subclass: str, body: str) -> None: ...
     def call_state(self, uuid: str) -> events.CallState: ...
@@ -68,6 +72,11 @@ class Stream:
         self.dropped = 0
         self.malformed = 0
         self.cause = ""
+        self.started_at = monotonic()
+        #: The last frame FreeSWITCH sent (held, not copied): the status page's level meter
+        #: reads it a few times a second.
+        self.last_frame = b""
+        self._frame_time = host.counters.frame_time  # one frame in metrics.SAMPLE_EVERY timed
         self.done = gevent.event.Event()
         self._stopping = False
         self._peer_close: tuple[int, str] | None = None
@@ -269,6 +278,8 @@ class Stream:
         self.frames_in += 1
         if self.paused:
             return
+        self.last_frame = data
+        t0 = perf_counter() if not self.frames_in & SAMPLE_MASK else 0.0
         try:
             if self._chunker is None:
                 self._setup_frames(n)
@@ -281,6 +292,8 @@ class Stream:
                     player.next_frame()
         except Exception as exc:
             self._frame_path_failed(exc)
+        if t0:
+            self._frame_time.observe(perf_counter() - t0)
 
     def _frame_path_failed(self, exc: BaseException) -> None:
         log.error("%s: audio path failed: %s", self.uuid, exc)
@@ -368,6 +381,50 @@ class Stream:
         if not self._stopping:
             self._peer_close = (code, reason)
             self.stop_async("endpoint-closed")
+
+    # -- what status and metrics read (never on the per-frame path) ------------------------
+
+    @property
+    def state(self) -> str:
+        """connecting, waiting (for FreeSWITCH's first frame), streaming, paused, reconnecting
+        or stopping."""
+        if self._stopping:
+            return "stopping"
+        if not self._started.is_set():
+            return "connecting"
+        link = self._link
+        if link is None or not link.is_open:
+            return "reconnecting"
+        if self.paused:
+            return "paused"
+        return "streaming" if self.frames_in else "waiting"
+
+    @property
+    def dropped_total(self) -> int:
+        """Audio messages dropped: refused sends plus the backlog's oldest-first drops."""
+        link = self._link
+        return self.dropped + (link.dropped_total if link is not None else 0)
+
+    @property
+    def reconnects(self) -> int:
+        link = self._link
+        return link.reconnects if link is not None else 0
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes of audio handed to the link, from `frames_out` and the chunk sizes (which
+        are fixed, or cycle in a fixed pattern), so the per-frame path counts nothing more."""
+        pattern = chunk_pattern(self.rate, self.settings.buffer_ms,
+                                2 if self.mix == "stereo" else 1)
+        whole, part = divmod(self.frames_out, len(pattern))
+        return whole * sum(pattern) + sum(pattern[:part])
+
+    @property
+    def playback_queued_seconds(self) -> float:
+        player = self._player
+        if player is None or not player.channel_rate:
+            return 0.0
+        return player.queue.queued_bytes / (2 * player.channel_rate)
 
     # -- stop -------------------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ need_apt=()
 dpkg -s libspeexdsp-dev >/dev/null 2>&1 || need_apt+=(libspeexdsp-dev)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# scripts/test only: headless Chromium for the status page test (tests/test_status_page.py)
+if [ "${EAS_TEST_DEPS:-}" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 PY="${PYTHON:-python3}"
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
   echo "esl-audio-stream needs Python >= 3.11 (set PYTHON=...)" >&2; exit 1; }
