@@ -50,6 +50,7 @@ class StreamSettings:
     tls_key: str | None = None
     tls_check_hostname: bool = True
     playback_mode: str = "inject"
+    source: str = "auto"
 
 
 #: The STREAM_* names, in the order of mod_audio_stream's README table.
@@ -65,12 +66,17 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_TLS_CERT_FILE",
     "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
     "STREAM_PLAYBACK_MODE",  # ours: how the endpoint's audio is played into the call
+    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, or loopback taps)
 )
 _KNOWN = frozenset(VARIABLES)
 
 #: inject: frames written to unicast's write-back port (default); displace: uuid_displace per
 #: chunk; broadcast: uuid_broadcast per chunk, which stops FreeSWITCH's stream while it plays.
 PLAYBACK_MODES = ("inject", "displace", "broadcast")
+
+#: auto: `direct` for mono on a parked call, `taps` otherwise; direct: unicast on the call itself
+#: (it must be parked); taps: loopback channels eavesdropping on the call's read/write sides.
+SOURCES = ("auto", "direct", "taps")
 
 _TRUE_WORDS = frozenset({"yes", "on", "true", "t", "enabled", "active", "allow"})
 # Spellings of "false" we accept without a warning; anything else is false too (switch_true),
@@ -313,6 +319,12 @@ def _merge(
             raise SettingsError(f"STREAM_PLAYBACK_MODE: {_show(v['STREAM_PLAYBACK_MODE'])} is not "
                                 f"one of {', '.join(PLAYBACK_MODES)}")
         changes["playback_mode"] = mode
+    if "STREAM_SOURCE" in v:
+        source = v["STREAM_SOURCE"].strip().lower()
+        if source not in SOURCES:
+            raise SettingsError(f"STREAM_SOURCE: {_show(v['STREAM_SOURCE'])} is not one of "
+                                f"{', '.join(SOURCES)}")
+        changes["source"] = source
     settings = replace(defaults, **changes)
     check_client_cert(settings)
     return settings

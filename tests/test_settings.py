@@ -64,8 +64,16 @@ def test_variables_in_readme_order() -> None:
         "STREAM_MESSAGE_DEFLATE", "STREAM_HEART_BEAT", "STREAM_SUPPRESS_LOG",
         "STREAM_BUFFER_SIZE", "STREAM_EXTRA_HEADERS", "STREAM_NO_RECONNECT",
         "STREAM_TLS_CA_FILE", "STREAM_TLS_KEY_FILE", "STREAM_TLS_CERT_FILE",
-        "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION", "STREAM_PLAYBACK_MODE",
+        "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION", "STREAM_PLAYBACK_MODE", "STREAM_SOURCE",
     )
+
+
+def test_source() -> None:
+    assert parse({}).source == "auto"
+    assert parse({"STREAM_SOURCE": " Taps "}).source == "taps"
+    assert parse({"STREAM_SOURCE": "direct"}).source == "direct"
+    with pytest.raises(SettingsError, match="STREAM_SOURCE"):
+        parse({"STREAM_SOURCE": "both"})
 
 
 def test_playback_mode() -> None:
