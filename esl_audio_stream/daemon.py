@@ -71,6 +71,7 @@ class Daemon:
         self._checker: gevent.Greenlet | None = None
         self._intake = Group()  # greenlets running commands that came as events
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
+        self._tap_owners: dict[str, Stream] = {}  # tap channel uuid -> the stream it feeds
         self.events_failed = 0
         self.counters = Counters()  # read by metrics.py at scrape time
         self._closing = False
@@ -208,6 +209,12 @@ class Daemon:
             self.events_failed += 1
             log.error("%s: could not fire %s: %s", uuid, subclass, exc)
 
+    def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
+        self._tap_owners[tap_uuid] = stream
+
+    def tap_closed(self, tap_uuid: str) -> None:
+        self._tap_owners.pop(tap_uuid, None)
+
     def stream_ended(self, stream: Stream) -> None:
         if self.streams.get(stream.uuid) is stream:
             del self.streams[stream.uuid]
@@ -234,6 +241,8 @@ class Daemon:
             self._auto_started.discard(event.uuid)
         track = self._tracks.get(event.uuid)
         if track is None:
+            if name == "CHANNEL_HANGUP" and event.uuid in self._tap_owners:
+                self._tap_owners.pop(event.uuid).tap_gone(event.uuid)
             return
         track.state = events.next_state(track.state, name, event.get("Application", ""))
         if name == "CHANNEL_DESTROY":

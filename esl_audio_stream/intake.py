@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .esl.protocol import Event
+from .taps import TAP_VAR
 
 COMMAND_SUBCLASS = "esl_audio_stream::command"
 REPLY_SUBCLASS = "esl_audio_stream::reply"
@@ -51,8 +52,8 @@ def from_event(event: Event) -> Intake | None:
 
 def auto_start(event: Event) -> Intake | None:
     """The start command for a CHANNEL_PARK event whose channel carries AUDIO_STREAM_URL."""
-    if event.name != "CHANNEL_PARK":
-        return None
+    if event.name != "CHANNEL_PARK" or event.get(f"variable_{TAP_VAR}"):
+        return None  # never on our own tap channels, whatever they carry
     url = (event.get("variable_AUDIO_STREAM_URL") or "").strip()
     if not url or not event.uuid:
         return None

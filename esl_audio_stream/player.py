@@ -260,6 +260,11 @@ class Player:
     # -- per slot (called by the stream for every frame FreeSWITCH sends) -------------------
 
     @property
+    def displacing(self) -> object:
+        """The file FreeSWITCH is displacing into the call now (displace mode), else None."""
+        return self._displacing
+
+    @property
     def playing(self) -> bool:
         return self.queue.playing
 

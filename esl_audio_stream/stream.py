@@ -1,14 +1,26 @@
 """One call's stream: the per-frame path and everything the call holds, released in one place.
 
-A `Stream` owns its UDP socket, its FreeSWITCH port, its WebSocket, its resampler, its receive
-greenlet, its first-audio timer and its stopper greenlet. `stop()` is the single way out, whatever
-ends the stream (a command, the caller hanging up, the endpoint closing, daemon shutdown), and it
-releases all of them.
+A `Stream` owns its UDP sockets, its FreeSWITCH ports, its tap channels, its WebSocket, its
+resampler, its io watchers, its first-audio timer and its stopper greenlet. `stop()` is the single
+way out, whatever ends the stream (a command, the caller hanging up, the endpoint closing, daemon
+shutdown), and it releases all of them.
+
+Where the audio comes from (`source`, see taps.py):
+- `direct`: unicast on the call itself, which must be parked. Its datagrams are the caller's
+  frames; they also pace the playback (write-back port, or the queue's clock for displace);
+  stereo/mixed pair them with what the daemon plays (media/mix.py FrameClock).
+- `taps`: one loopback tap for the read side and, for stereo/mixed, one for the write side,
+  paired by media/align.py. Any call, bridged or running an application. The tap frames pace
+  displace playback, whose audio the daemon adds to the write side itself (the taps were
+  attached first, so FreeSWITCH leaves it out of them: media-bug order, facts file). Inject
+  playback on a parked call goes through a unicast on the call itself, used only for its
+  write-back port and clock; FreeSWITCH puts that audio in the write tap.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +31,9 @@ from . import events
 from .commands import CommandError, Start
 from .esl.connection import ESLError
 from .link import Link
+from .media.align import READ as SIDE_READ
+from .media.align import WRITE as SIDE_WRITE
+from .media.align import TapAligner
 from .media.frames import Chunker, chunk_pattern
 from .media.mix import FrameClock, Mixer
 from .media.resample import make_resampler
@@ -26,6 +41,7 @@ from .media.unicast import UnicastEndpoint
 from .metrics import SAMPLE_MASK
 from .player import Player
 from .settings import SettingsError, StreamSettings
+from .taps import READ, WRITE, Tap, TapError
 from .ws.client import WSError
 from .ws.tls import make_ssl_context
 
@@ -35,9 +51,18 @@ if TYPE_CHECKING:
     from .media.unicast import PortPool
     from .metrics import Counters
 
+with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from audioop import add as _add
+
 log = logging.getLogger(__name__)
 
 PTIME_MS = 20
+
+
+def _nowhere(frame: bytes) -> bool:
+    """The write-back of a stream that has none (taps with displace): never called."""
+    return False
 
 
 class StreamHost(Protocol):
@@ -51,6 +76,8 @@ class StreamHost(Protocol):
     def fire(self, uuid: str, subclass: str, body: str) -> None: ...
     def call_state(self, uuid: str) -> events.CallState: ...
     def stream_ended(self, stream: Stream) -> None: ...
+    def tap_opened(self, tap_uuid: str, stream: Stream) -> None: ...
+    def tap_closed(self, tap_uuid: str) -> None: ...
 
 
 class Stream:
@@ -102,6 +129,18 @@ class Stream:
         self._started = gevent.event.Event()  # set once start() has finished, either way
         self._parked = gevent.event.Event()  # CHANNEL_PARK seen (a re-park after a broadcast)
         self.restores = 0  # times the unicast was brought back after a broadcast
+        self.source = "direct"  # or "taps": chosen at start (see the module docstring)
+        self._taps: list[Tap] = []
+        self._tap_watchers: list = []
+        self._aligner: TapAligner | None = None
+        self._wb_watcher = None  # taps + inject: the call's own unicast, for write-back only
+        #: Whether the frames streamed also pace the playback (direct, or taps with displace);
+        #: with taps and inject, the call's own unicast frames do.
+        self._paced_here = True
+        self._in_tap: set[object] = set()  # displaced files FreeSWITCH already puts in the tap
+        self._taps_when_idle = False  # paused while playing: close the taps once it is over
+        self._reopening: gevent.Greenlet | None = None
+        self.tap_reopens = 0
 
     # -- start ------------------------------------------------------------------------------
 
@@ -116,12 +155,22 @@ class Stream:
             self._fire(events.ERROR, events.error_body(events.WS_TLS_INIT_FAILED, str(exc)))
             self._fail()
             raise CommandError(str(exc)) from None
-        try:
-            self._fs_port = self.host.ports.take()
-            self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host, self._fs_port)
-        except (RuntimeError, OSError) as exc:
-            self._fail()
-            raise CommandError(f"cannot open a media port: {exc}") from None
+        self.source = self._choose_source()
+        if self.source == "taps":  # taps first: attached before anything can play
+            try:
+                self._open_taps()
+            except TapError as exc:
+                self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
+                self._fail()
+                raise CommandError(str(exc)) from None
+        else:
+            try:
+                self._fs_port = self.host.ports.take()
+                self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host,
+                                                 self._fs_port)
+            except (RuntimeError, OSError) as exc:
+                self._fail()
+                raise CommandError(f"cannot open a media port: {exc}") from None
         channels = 2 if self.mix == "stereo" else 1
         self._link = link = Link(
             self.url,
@@ -155,6 +204,10 @@ class Stream:
             self._fail()
             raise CommandError("stopped while connecting")
         self._fire(events.CONNECT, events.connect_body())
+        if self._taps:
+            self._watch_taps()
+            self._started.set()
+            return
         try:
             self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
         except ESLError as exc:
@@ -168,6 +221,179 @@ class Stream:
         self._timer = gevent.spawn_later(cfg.first_audio_timeout, self._no_audio)
         self._started.set()
 
+    def _choose_source(self) -> str:
+        """`direct` for mono on a parked call (the cheapest: one unicast), `taps` otherwise;
+        STREAM_SOURCE overrides."""
+        chosen = self.settings.source
+        if chosen != "auto":
+            return chosen
+        parked = self.host.call_state(self.uuid) is events.CallState.PARKED
+        return "direct" if parked and self.mix == "mono" else "taps"
+
+    # -- taps -------------------------------------------------------------------------------
+
+    def _open_taps(self) -> None:
+        """Make the taps (read; and write for stereo/mixed) and wait for each one's first
+        datagram: then they are attached, and their rate is known. Raises TapError with
+        every tap already closed."""
+        cfg = self.host.config
+        host = self.host
+        self._taps = [Tap(self.uuid, side) for side in
+                      ((READ,) if self.mix == "mono" else (READ, WRITE))]
+        try:
+            for tap in self._taps:
+                tap.open(host.esl, host.ports, cfg.media_host, cfg.fs_media_host)
+                host.tap_opened(tap.uuid, self)
+            rate = 0
+            for tap in self._taps:
+                try:
+                    first = tap.endpoint.recv(8192, timeout=cfg.first_audio_timeout)
+                except (TimeoutError, OSError):
+                    raise TapError(f"no audio from the {tap.side} tap "
+                                   f"{cfg.first_audio_timeout:g} s after it was made (is "
+                                   f"mod_loopback loaded? is {self.uuid} up?)") from None
+                rate = rate or len(first) // 2 * (1000 // PTIME_MS)
+        except BaseException:
+            self._close_taps()
+            raise
+        if self._player is None:
+            self.channel_rate = rate
+        if self._player is not None and self._player.displacing is not None:
+            self._in_tap = {self._player.displacing}  # started before these taps: in them
+        else:
+            self._in_tap = set()
+
+    def _watch_taps(self) -> None:
+        """io watchers for the taps: mono uses the ordinary per-frame path on the read tap;
+        stereo/mixed one callback per side into the aligner."""
+        loop = gevent.get_hub().loop
+        if self.mix == "mono":
+            sock = self._taps[0].endpoint.sock
+            self._recv = sock.recv
+            watcher = loop.io(sock.fileno(), 1)
+            watcher.start(self._on_readable)
+            self._tap_watchers.append(watcher)
+            return
+        for tap, callback in zip(self._taps, (self._on_tap_read, self._on_tap_write),
+                                 strict=True):
+            watcher = loop.io(tap.endpoint.sock.fileno(), 1)
+            watcher.start(callback, tap.endpoint.sock.recv)
+            self._tap_watchers.append(watcher)
+
+    def _close_taps(self) -> None:
+        for watcher in self._tap_watchers:
+            watcher.stop()
+            watcher.close()
+        self._tap_watchers.clear()
+        host = self.host
+        for tap in self._taps:
+            if tap.uuid:
+                host.tap_closed(tap.uuid)
+            tap.close(host.esl, host.ports)
+        self._taps.clear()
+        if self._aligner is not None:
+            self._aligner.clear()
+
+    def tap_gone(self, tap_uuid: str) -> None:
+        """A tap channel hung up without us (killed by someone, or its B leg failed): make them
+        again, unless the stream or the call is ending anyway."""
+        if self._stopping or self._reopening is not None or not self._taps:
+            return
+        self._reopening = gevent.spawn(self._reopen_taps, tap_uuid)
+
+    def _reopen_taps(self, tap_uuid: str) -> None:
+        try:
+            gevent.sleep(0.2)  # a hang-up of the call itself is seen first: then we stop
+            if self._stopping or self.host.call_state(self.uuid) in (
+                    events.CallState.HUNGUP, events.CallState.GONE):
+                return
+            self._fire(events.ERROR, events.error_body(
+                events.WS_PROTOCOL, f"tap {tap_uuid} ended while the call goes on: making "
+                                    "the taps again"))
+            self._close_taps()
+            try:
+                self._open_taps()
+            except TapError as exc:
+                self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
+                self.stop_async("error")
+                return
+            self.tap_reopens += 1
+            if not self._stopping:
+                self._watch_taps()
+            else:
+                self._close_taps()
+        finally:
+            self._reopening = None
+
+    def _on_tap_read(self, recv) -> None:
+        self._tap_frame(recv, SIDE_READ)
+
+    def _on_tap_write(self, recv) -> None:
+        self._tap_frame(recv, SIDE_WRITE)
+
+    def _tap_frame(self, recv, side: int) -> None:
+        """stereo/mixed from taps: one datagram of either side -> aligner -> pairs -> emit.
+        Called by the event loop, like _on_readable: never blocks, never raises."""
+        try:
+            data = recv(8192)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        except OSError as exc:
+            self._frame_path_failed(exc)
+            return
+        n = len(data)
+        if n & 1 or not n:
+            self.malformed += 1
+            return
+        if data[0] == 0xFF:
+            if n != self._cng_len:
+                self._cng_len, self._cng, self._silence = n, b"\xff" * n, bytes(n)
+            if data == self._cng:
+                data = self._silence
+        if side == SIDE_READ:
+            self.frames_in += 1
+            self.last_frame = data
+        try:
+            if self._chunker is None:
+                self._setup_frames(n)
+            aligner = self._aligner
+            aligner.push(side, data)
+            while (pair := aligner.pop()) is not None:
+                self._tap_pair(pair[0], pair[1])
+        except Exception as exc:
+            self._frame_path_failed(exc)
+
+    def _tap_pair(self, read: bytes, write: bytes) -> None:
+        """One aligned slot: what the daemon plays this slot is added to the write side unless
+        FreeSWITCH already has it there (inject: the write tap carries it)."""
+        player = self._player
+        if player is not None and self._paced_here and player.queue.playing:
+            played = player.next_frame()
+            if (played is not None and len(played) == len(write)
+                    and player.queue.tag not in self._in_tap):
+                write = _add(write, played, 2)
+        elif self._taps_when_idle:
+            self._taps_when_idle = False
+            gevent.spawn(self._pause_taps)
+        if self.paused:
+            return
+        self._emit(self._mixer.combine(read, write))
+
+    def _pause_taps(self) -> None:
+        if self.paused and not self._stopping:
+            self._close_taps()
+
+    def _on_write_back_clock(self) -> None:
+        """taps + inject on a parked call: the call's own frames are only the clock that paces
+        the write-back port (the read tap carries the same audio)."""
+        try:
+            self._endpoint.sock.recv(8192)
+        except OSError:
+            return
+        player = self._player
+        if player is not None and player.queue.playing:
+            player.next_frame()
+
     def _fail(self) -> None:
         """start() gave up: release everything; a stop() waiting for the start returns."""
         self._stopping = True
@@ -178,10 +404,18 @@ class Stream:
     # -- commands on a running stream -------------------------------------------------------
 
     def pause(self) -> None:
-        """No audio is sent while paused; the WebSocket stays open (heartbeats go on)."""
+        """No audio is sent while paused; the WebSocket stays open (heartbeats go on). Taps
+        are closed (at once, or when what plays through them has played) and made again on
+        resume, so none runs idle."""
         self.paused = True
         if self._chunker is not None:
             self._chunker.clear()
+        if self._taps:
+            player = self._player
+            if player is not None and self._paced_here and player.queue.playing:
+                self._taps_when_idle = True
+            else:
+                self._close_taps()
 
     def resume(self) -> None:
         """Audio restarts from the present moment: nothing held back is sent, and the resampler
@@ -193,6 +427,14 @@ class Stream:
         self._held = None
         if self._clock is not None:
             self._clock.reset()  # a new timeline: the pause is not a hole to fill
+        self._taps_when_idle = False
+        if self.source == "taps" and not self._taps and not self._stopping:
+            try:
+                self._open_taps()
+            except TapError as exc:
+                self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
+                raise CommandError(str(exc)) from None
+            self._watch_taps()
         self.paused = False
 
     def send_text(self, text: str) -> None:
@@ -213,8 +455,11 @@ class Stream:
         channels = 2 if self.mix == "stereo" else 1
         if self._mixing:
             self._mixer = Mixer(self.mix, first_len)
-            self._clock = FrameClock(PTIME_MS / 1000)
-            self._now = gevent.get_hub().loop.now
+            if self.source == "taps":
+                self._aligner = TapAligner(first_len)
+            else:
+                self._clock = FrameClock(PTIME_MS / 1000)
+                self._now = gevent.get_hub().loop.now
         self._resampler = make_resampler(self.channel_rate, self.rate, channels)
         self._resample = self._resampler.process if self._resampler is not None else None
         self._chunker = Chunker(chunk_pattern(self.rate, self.settings.buffer_ms, channels))
@@ -276,7 +521,13 @@ class Stream:
             if data == self._cng:  # FreeSWITCH sends comfort noise as 0xFF bytes
                 data = self._silence
         self.frames_in += 1
-        if self.paused:
+        if self.paused:  # nothing goes out, but what plays goes on playing
+            player = self._player
+            if player is not None and self._paced_here and player.queue.playing:
+                player.next_frame()
+            elif self._taps_when_idle:
+                self._taps_when_idle = False
+                gevent.spawn(self._pause_taps)
             return
         self.last_frame = data
         t0 = perf_counter() if not self.frames_in & SAMPLE_MASK else 0.0
@@ -288,7 +539,7 @@ class Stream:
             else:
                 self._emit(data)
                 player = self._player
-                if player is not None and player.queue.playing:
+                if player is not None and self._paced_here and player.queue.playing:
                     player.next_frame()
         except Exception as exc:
             self._frame_path_failed(exc)
@@ -299,6 +550,8 @@ class Stream:
         log.error("%s: audio path failed: %s", self.uuid, exc)
         if self._watcher is not None:
             self._watcher.stop()
+        for watcher in self._tap_watchers:
+            watcher.stop()
         self.stop_async("error")
 
     def _no_audio(self) -> None:
@@ -328,19 +581,51 @@ class Stream:
         """The call's player, made on the first audio from the endpoint."""
         if self._player is None and not self._stopping:
             rate = self.channel_rate
-            if not rate or self._endpoint is None or self._link is None:
+            if not rate or self._link is None or (self._endpoint is None and not self._taps):
                 self._fire(events.ERROR, events.error_body(
                     events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
                     "known: dropped"))
                 return None
             cfg = self.host.config
+            mode = self.settings.playback_mode
+            write = self._endpoint.send if self._endpoint is not None else _nowhere
+            restore = self._restore_unicast if self._endpoint is not None else None
+            if self.source == "taps":
+                parked = self.host.call_state(self.uuid) is events.CallState.PARKED
+                if not parked and mode != "displace":
+                    # write-back and broadcast need a parked call: displace plays into any
+                    log.info("%s: the call is not parked: playing by displace, not %s",
+                             self.uuid, mode)
+                    mode = "displace"
+                if mode == "inject":
+                    try:
+                        write = self._open_write_back()
+                    except (CommandError, ESLError) as exc:
+                        self._fire(events.ERROR, events.error_body(
+                            events.WS_PROTOCOL, f"no write-back port: {exc}; audio dropped"))
+                        return None
+                    self._paced_here = False
             self._player = Player(
-                self.uuid, write=self._endpoint.send, send_text=self._link.send_text,
+                self.uuid, write=write, send_text=self._link.send_text,
                 fire=self._fire, channel_rate=rate, stream_rate=self.rate,
                 files_dir=cfg.files_dir, max_chunk_bytes=cfg.max_audio_bytes,
-                suppress_log=self.settings.suppress_log, mode=self.settings.playback_mode,
-                api=self.host.esl.api, restore=self._restore_unicast)
+                suppress_log=self.settings.suppress_log, mode=mode,
+                api=self.host.esl.api, restore=restore)
         return self._player
+
+    def _open_write_back(self):
+        """taps + inject: a unicast on the parked call itself, for its write-back port; its
+        frames are the playback's clock (see _on_write_back_clock)."""
+        cfg = self.host.config
+        try:
+            self._fs_port = self.host.ports.take()
+            self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host, self._fs_port)
+        except (RuntimeError, OSError) as exc:
+            raise CommandError(f"cannot open a media port: {exc}") from None
+        self.host.esl.sendmsg(self.uuid, self._endpoint.headers())
+        self._wb_watcher = gevent.get_hub().loop.io(self._endpoint.sock.fileno(), 1)
+        self._wb_watcher.start(self._on_write_back_clock)
+        return self._endpoint.send
 
     def on_call_event(self, name: str, application: str, data: str) -> None:
         """A channel event of this call (the daemon passes the few that matter)."""
@@ -450,6 +735,8 @@ class Stream:
         try:
             if self._watcher is not None:
                 self._watcher.stop()
+            for watcher in self._tap_watchers:
+                watcher.stop()
             if self._timer is not None:
                 self._timer.kill(block=False)
             link = self._link
@@ -472,9 +759,11 @@ class Stream:
 
     def _teardown_unicast(self, cause: str) -> None:
         """Make FreeSWITCH stop sending. Its unicast only ends when the channel leaves park, so a
-        parked call that goes on is re-parked (`uuid_transfer <uuid> park inline`)."""
-        if self._endpoint is not None:
-            self._endpoint.end_write_back()
+        parked call that goes on is re-parked (`uuid_transfer <uuid> park inline`). Taps are
+        killed in _release."""
+        if self._endpoint is None:  # taps only: no unicast on the call itself
+            return
+        self._endpoint.end_write_back()
         if cause == "hangup" or self.host.call_state(self.uuid) is not events.CallState.PARKED:
             return
         try:
@@ -490,6 +779,13 @@ class Stream:
             self._watcher.stop()
             self._watcher.close()
             self._watcher = None
+        if self._wb_watcher is not None:
+            self._wb_watcher.stop()
+            self._wb_watcher.close()
+            self._wb_watcher = None
+        if self._reopening is not None:
+            self._reopening.kill(block=False)
+        self._close_taps()
         if self._resampler is not None:
             self._resampler.close()
             self._resampler = self._resample = None

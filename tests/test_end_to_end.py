@@ -220,6 +220,8 @@ def test_dead_endpoint_fires_error_event(esl, daemon):
 def test_cng_frames_become_silence(esl, daemon, peer, sim):
     answer = esl.api("originate {channel_rate=8000,sim_cng_every=2}loopback/1000/default &park()")
     uuid = answer.split()[1]
+    # parked first: CNG is a unicast thing (a tap, used for calls not parked, carries none)
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
     assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
     conn = peer.wait_connection()
     assert wait_until(lambda: len(conn.binary) >= 20)

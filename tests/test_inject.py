@@ -206,9 +206,13 @@ def test_files_are_private_and_gone_after_hangup(esl, daemon, peer, sim):
     assert wait_until(lambda: not daemon.streams, 3)
 
 
-def test_stereo_carries_what_the_call_hears_on_the_right(esl, daemon, peer, sim):
-    uuid = originate(esl, ext="1000", rate=8000)  # the caller: 440 Hz
+@pytest.mark.parametrize("source", ["direct", "taps"])
+def test_stereo_carries_what_the_call_hears_on_the_right(esl, daemon, peer, sim, source):
+    """direct: the daemon pairs the caller's frames with what it plays (FrameClock); taps: a
+    write tap carries what FreeSWITCH wrote (the write-back audio), aligned with the read tap."""
+    uuid = call_with_mode(esl, "inject", ext="1000", rate=8000, source=source)  # caller: 440 Hz
     conn = start(daemon, peer, uuid, mix="stereo", rate="8k")
+    assert daemon.streams[uuid].source == source
     before = len(conn.binary)
     peer.send_text(conn, stream_audio(tone(1000, 1.0, 8000), 8000))
     assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 3)
@@ -268,9 +272,10 @@ def test_displace_mode_plays_through_uuid_displace_and_the_stream_flows(esl, dae
     assert not ch.wedged
 
 
-def call_with_mode(esl, mode: str, ext: str = "3000", rate: int = 16000) -> str:
-    answer = esl.api(f"originate {{channel_rate={rate},STREAM_PLAYBACK_MODE={mode}}}"
-                     f"loopback/{ext}/default &park()")
+def call_with_mode(esl, mode: str, ext: str = "3000", rate: int = 16000,
+                   source: str = "auto") -> str:
+    answer = esl.api(f"originate {{channel_rate={rate},STREAM_PLAYBACK_MODE={mode},"
+                     f"STREAM_SOURCE={source}}}loopback/{ext}/default &park()")
     uuid = answer.split()[1]
     assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
     return uuid

@@ -1,0 +1,259 @@
+"""Streams of calls that are not parked, through loopback taps, end to end against the simulator
+(which does what the facts file says of `native_eavesdrop` taps and two-party calls).
+
+The two-party call: originate `loopback/1000/default &bridge(loopback/1001/default)`: the call's
+caller says 440 Hz (extension 1000), the other party says 1000 Hz (extension 1001), so what the
+caller hears is 1000 Hz."""
+
+from __future__ import annotations
+
+import json
+import os
+from array import array
+
+import gevent
+import pytest
+from conftest import wait_until
+from test_inject import stream_audio, tone
+
+from esl_audio_stream import events, intake
+from esl_audio_stream.esl.protocol import Event
+from esl_audio_stream.media.analysis import tone_amplitude
+from esl_audio_stream.taps import TAP_OF_VAR, TAP_VAR, tap_originate
+
+
+def bridged_call(esl, rate: int = 8000, extra: str = "") -> str:
+    answer = esl.api(f"originate {{channel_rate={rate}{extra}}}loopback/1000/default "
+                     "&bridge(loopback/1001/default)")
+    assert answer.startswith("+OK "), answer
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "bridge")
+    return uuid
+
+
+def channels(esl) -> int:
+    return int(esl.api("show channels count").split()[0])
+
+
+def start(daemon, peer, uuid, mix, rate="8k"):
+    n = len(peer.connections)
+    answer = daemon.execute(f"{uuid} start {peer.url('/t')} {mix} {rate}")
+    assert answer == "+OK Success\n", answer
+    conn = peer.wait_connection(n + 1)
+    assert wait_until(lambda: len(conn.binary) > 30, 5)
+    return conn
+
+
+def split(stereo: bytes) -> tuple[bytes, bytes]:
+    a = array("h", stereo)
+    return a[0::2].tobytes(), a[1::2].tobytes()
+
+
+def amp(pcm: bytes, freq: float, rate: int = 8000) -> float:
+    return tone_amplitude(pcm, freq, rate)
+
+
+def blocks(pcm: bytes, freq: float, rate: int = 8000, ms: int = 100) -> list[float]:
+    """The amplitude of `freq` in each `ms` block: where a played tone is, and how loud."""
+    size = rate * ms // 1000 * 2
+    return [amp(pcm[i:i + size], freq, rate) for i in range(0, len(pcm) - size + 1, size)]
+
+
+def played_once(pcm: bytes, freq: float, seconds: float) -> None:
+    """A tone played at 8000 is in `pcm` for `seconds`, at 8000: once, not twice (16000)."""
+    levels = blocks(pcm, freq)
+    loud = [x for x in levels if x > 4000]
+    assert abs(len(loud) - seconds * 10) <= 2, levels
+    assert max(levels) == pytest.approx(8000, rel=0.15), levels
+
+
+def recent(conn, n: int = 40) -> bytes:
+    return b"".join(conn.binary[-n:])
+
+
+@pytest.mark.parametrize("mix", ["mono", "stereo", "mixed"])
+def test_bridged_call_streams_through_taps(esl, daemon, peer, sim, mix):
+    uuid = bridged_call(esl)
+    before = channels(esl)
+    conn = start(daemon, peer, uuid, mix)
+    stream = daemon.streams[uuid]
+    assert stream.source == "taps" and len(stream._taps) == (1 if mix == "mono" else 2)
+    assert channels(esl) == before + 2 * len(stream._taps)  # each tap is a loopback pair
+    for tap in stream._taps:  # marked for the operator, and never auto-started
+        ch = sim.channel(tap.uuid)
+        assert ch.variables[TAP_VAR] == tap.side and ch.variables[TAP_OF_VAR] == uuid
+    gevent.sleep(0.3)
+    audio = recent(conn)
+    if mix == "mono":
+        assert amp(audio, 440) == pytest.approx(8000, rel=0.1) and amp(audio, 1000) < 200
+    elif mix == "stereo":
+        left, right = split(audio)
+        assert amp(left, 440) == pytest.approx(8000, rel=0.1) and amp(left, 1000) < 200
+        assert amp(right, 1000) == pytest.approx(8000, rel=0.1) and amp(right, 440) < 200
+    else:
+        assert amp(audio, 440) == pytest.approx(8000, rel=0.1)
+        assert amp(audio, 1000) == pytest.approx(8000, rel=0.1)
+    # either party hanging up ends the stream and every tap
+    far = sim.channel(uuid).bridge_peer.uuid
+    esl.api(f"uuid_kill {far if mix == 'stereo' else uuid}")
+    assert wait_until(lambda: not daemon.streams, 3)
+    assert wait_until(lambda: channels(esl) == 0, 3)
+    assert conn.closed.wait(3) or wait_until(conn.closed.is_set, 3)
+    assert not daemon._tap_owners and daemon.ports.in_use == 0
+
+
+def test_parked_call_stereo_carries_inject_playback_on_the_right_once(esl, daemon, peer, sim):
+    answer = esl.api("originate {channel_rate=8000}loopback/1000/default &park()")
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    conn = start(daemon, peer, uuid, "stereo")
+    stream = daemon.streams[uuid]
+    assert stream.source == "taps"  # stereo: taps, even on a parked call
+    n = len(conn.binary)
+    peer.send_text(conn, stream_audio(tone(1500, 1.0, 8000), 8000))
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 3)  # write-back
+    gevent.sleep(0.2)
+    left, right = split(b"".join(conn.binary[n:]))
+    assert amp(left, 440) == pytest.approx(8000, rel=0.15) and amp(left, 1500) < 300
+    # the played tone is on the right exactly once (FreeSWITCH puts it in the write tap; the
+    # daemon adds nothing): for 1 s, at its own amplitude
+    assert stream._player.mode == "inject" and not stream._paced_here
+    played_once(right, 1500, 1.0)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+def test_bridged_call_displace_playback_is_on_the_right_exactly_once(esl, daemon, peer, sim):
+    uuid = bridged_call(esl, extra=",STREAM_PLAYBACK_MODE=inject")  # not parked: displace
+    conn = start(daemon, peer, uuid, "stereo")
+    stream = daemon.streams[uuid]
+    n = len(conn.binary)
+    peer.send_text(conn, stream_audio(tone(1500, 1.0, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "done"}}))
+    assert wait_until(lambda: any("playout" in t for t in conn.texts), 3)
+    gevent.sleep(0.3)
+    assert stream._player.mode == "displace"
+    ch = sim.channel(uuid)
+    assert amp(bytes(ch.displaced), 1500) == pytest.approx(8000, rel=0.15)  # the caller heard it
+    left, right = split(b"".join(conn.binary[n:]))
+    played_once(right, 1500, 1.0)  # once, not twice
+    assert amp(right, 1000) == pytest.approx(8000, rel=0.15)  # and the other party
+    assert amp(left, 1500) < 300
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+def test_pause_closes_the_taps_and_resume_makes_them_again(esl, daemon, peer, sim):
+    uuid = bridged_call(esl)
+    base = channels(esl)
+    conn = start(daemon, peer, uuid, "mixed")
+    assert channels(esl) == base + 4
+    assert daemon.execute(f"{uuid} pause") == "+OK Success\n"
+    assert wait_until(lambda: channels(esl) == base, 2)  # no tap runs idle
+    n = len(conn.binary)
+    gevent.sleep(0.2)
+    assert len(conn.binary) == n
+    assert daemon.execute(f"{uuid} resume") == "+OK Success\n"
+    assert channels(esl) == base + 4
+    assert wait_until(lambda: len(conn.binary) > n + 10, 2)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+def test_a_tap_killed_by_someone_is_made_again(esl, daemon, peer, sim):
+    esl.subscribe("CUSTOM", events.ERROR)
+    uuid = bridged_call(esl)
+    conn = start(daemon, peer, uuid, "mono")
+    stream = daemon.streams[uuid]
+    old = stream._taps[0].uuid
+    esl.api(f"uuid_kill {old}")
+    assert wait_until(lambda: stream.tap_reopens == 1, 3)
+    assert stream._taps[0].uuid != old
+    n = len(conn.binary)
+    assert wait_until(lambda: len(conn.binary) > n + 10, 2)
+    errors = [json.loads(e.body)["message"]["error"] for e in esl.seen
+              if e.subclass == events.ERROR and e.get(events.STREAM_UUID_HEADER) == uuid]
+    assert any("making the taps again" in text for text in errors)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+def test_direct_is_kept_for_mono_on_a_parked_call_and_can_be_forced(esl, daemon, peer, sim):
+    answer = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
+                     "&park()")
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    start(daemon, peer, uuid, "mono")
+    assert daemon.streams[uuid].source == "taps"
+    assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
+    assert wait_until(lambda: channels(esl) == 2, 2)  # the taps went; the call goes on
+    esl.api(f"uuid_setvar {uuid} STREAM_SOURCE auto")
+    start(daemon, peer, uuid, "mono")
+    assert daemon.streams[uuid].source == "direct" and not daemon.streams[uuid]._taps
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_taps_never_auto_start_and_the_dial_string_is_safe():
+    ev = Event({"Event-Name": "CHANNEL_PARK", "Unique-ID": "t1", f"variable_{TAP_VAR}": "read",
+                "variable_AUDIO_STREAM_URL": "ws://127.0.0.1:1/"})
+    assert intake.auto_start(ev) is None
+    text = tap_originate("6f1c-ab", "write")
+    assert text.endswith("loopback/native_eavesdrop:6f1c-ab\\swrite/default/inline &park()")
+    with pytest.raises(ValueError):
+        tap_originate("x,y}loopback/evil", "read")
+
+
+def test_a_thousand_start_stop_cycles_leave_nothing_behind(esl, daemon, peer, sim):
+    """1,000 cycles (10 calls at a time, 100 each) of start + stop of a stereo stream on a
+    bridged call: no tap channel, greenlet, port, socket or file descriptor left."""
+    import gc
+
+    calls = [bridged_call(esl) for _ in range(10)]
+    base_channels = channels(esl)
+    gc.collect()
+    base_greenlets = sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet))
+    base_fds = len(os.listdir("/proc/self/fd"))
+    done = []
+
+    def cycle(uuid: str) -> None:
+        for _ in range(100):
+            answer = daemon.execute(f"{uuid} start {peer.url('/c')} stereo 8k")
+            assert answer == "+OK Success\n", answer
+            assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
+            done.append(1)
+
+    with gevent.Timeout(240):
+        gevent.joinall([gevent.spawn(cycle, u) for u in calls], raise_error=True)
+    assert len(done) == 1000
+    assert wait_until(lambda: channels(esl) == base_channels, 5)
+    assert not daemon.streams and not daemon._tap_owners and daemon.ports.in_use == 0
+    gevent.sleep(0.5)
+    gc.collect()
+    greenlets = sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet)
+                    and not o.dead)
+    assert greenlets <= base_greenlets + 2
+    assert len(os.listdir("/proc/self/fd")) <= base_fds + 5
+    for uuid in calls:
+        esl.api(f"uuid_kill {uuid}")
+
+
+def test_displace_already_playing_when_taps_are_made_is_not_added_twice(esl, daemon, peer, sim):
+    """Whichever came first: a write tap made while a displace plays carries it (media-bug
+    order), so the daemon must not add it again; one made before does not, so it must."""
+    uuid = bridged_call(esl)
+    conn = start(daemon, peer, uuid, "stereo")
+    stream = daemon.streams[uuid]
+    peer.send_text(conn, stream_audio(tone(1500, 3.0, 8000), 8000))
+    assert wait_until(lambda: stream._player is not None and stream._player.displacing, 2)
+    gevent.sleep(0.5)
+    esl.api(f"uuid_kill {stream._taps[1].uuid}")  # the write tap goes; new taps come
+    assert wait_until(lambda: stream.tap_reopens == 1, 3)
+    n = len(conn.binary)
+    assert stream._in_tap == {stream._player.displacing}
+    gevent.sleep(1.0)
+    _, right = split(b"".join(conn.binary[n:]))
+    levels = blocks(right, 1500)
+    assert levels and max(levels) == pytest.approx(8000, rel=0.15), levels  # not 16000
+    assert min(levels[:-2]) > 4000  # and it is there all along
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
