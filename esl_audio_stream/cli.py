@@ -1,4 +1,4 @@
-"""`esl-audio-stream run | ctl | simulate | demo | bench`."""
+"""`esl-audio-stream run | config | ctl | simulate | demo | bench`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,28 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .config import DaemonConfig, parse_hostport
-from .settings import SettingsError, defaults_from_mapping
+from .config import (
+    ENV_PREFIX,
+    EXAMPLE,
+    ConfigError,
+    DaemonConfig,
+    Resolved,
+    config_from_resolved,
+    parse_hostport,
+    render,
+    resolve,
+)
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
+#: esl.password in `config --example` and freeswitch/autoload_configs/event_socket.conf.xml.
+PLACEHOLDER_PASSWORD = "change-me"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -22,49 +39,141 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _wait_for_signal() -> None:
-    """Block this greenlet until SIGINT or SIGTERM."""
-    import gevent
+def _serve(daemon: Daemon, reread: Callable[[], DaemonConfig] | None) -> int:
+    """Run until SIGTERM or SIGINT, then drain (a second one stops at once); SIGHUP re-reads the
+    configuration. Returns the exit status: 0 when every stream ended within the drain time."""
     import gevent.event
 
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGINT, stop.set)
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    stop.wait()
+    log = logging.getLogger("esl_audio_stream")
+    stop, hurry = gevent.event.Event(), gevent.event.Event()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: not waiting for the streams")
+            hurry.set()
+        stop.set()
+
+    def on_hup() -> None:
+        if reread is None:
+            log.warning("SIGHUP: no --config file to re-read")
+            return
+        try:
+            daemon.reload(reread())
+        except (ConfigError, SettingsError, OSError) as exc:
+            log.error("SIGHUP: %s; the running configuration stays", exc)
+
+    handlers = [gevent.signal_handler(signal.SIGTERM, on_stop),
+                gevent.signal_handler(signal.SIGINT, on_stop),
+                gevent.signal_handler(signal.SIGHUP, on_hup)]
+    try:
+        stop.wait()
+        log.info("stopping: new streams are refused, running ones end")
+        return 0 if daemon.drain(hurry=hurry) else 1
+    finally:
+        for handler in handlers:
+            handler.cancel()
+
+
+def _overrides(ns: argparse.Namespace) -> dict[str, str]:
+    """The run flags as load_config overrides ("section.key" -> text)."""
+    out: dict[str, str] = {}
+    if ns.esl is not None:
+        try:
+            host, port = parse_hostport(ns.esl, -1)
+        except ValueError as exc:
+            raise ConfigError("--esl", str(exc)) from None
+        out["esl.host"] = host
+        if port >= 0:
+            out["esl.port"] = str(port)
+    if ns.esl_password is not None:
+        out["esl.password"] = ns.esl_password
+    if ns.control is not None:
+        out["control.listen"] = ns.control
+    for pair in ns.stream_default:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError("--stream-default", f"want STREAM_X=VALUE, got {pair!r}")
+        out[f"stream_defaults.{name}"] = value
+    return out
+
+
+def _read_config(path: str | None, overrides: dict[str, str]) -> DaemonConfig:
+    """The file (if any), this process's environment, then the flags."""
+    return config_from_resolved(_resolve(path, overrides))
+
+
+def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
+    text = None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, f"cannot read it: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None
+    try:
+        return resolve(text, os.environ, overrides)
+    except ConfigError as exc:
+        if exc.key == "file" and path is not None:
+            raise ConfigError(path, exc.problem) from None
+        raise
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     _setup_logging(ns.verbose)
-    esl_host, esl_port = parse_hostport(ns.esl, 8021)
-    control_host, control_port = parse_hostport(ns.control, 8089)
+    log = logging.getLogger("esl_audio_stream")
     try:
-        defaults = defaults_from_mapping(dict(_parse_pair(p) for p in ns.stream_default))
-    except SettingsError as exc:
-        print(f"esl-audio-stream: --stream-default {exc}", file=sys.stderr)
-        return 2
-    config = DaemonConfig(
-        stream_defaults=defaults,
-        esl_host=esl_host,
-        esl_port=esl_port,
-        esl_password=ns.esl_password,
-        control_host=control_host,
-        control_port=control_port,
-    )
+        overrides = _overrides(ns)
+        config = _read_config(ns.config, overrides)
+    except ConfigError as exc:
+        return _config_failed(ns.config, exc)
+    if config.esl_password == PLACEHOLDER_PASSWORD:
+        log.warning("esl.password is still the example's placeholder: set your own, in "
+                    "event_socket.conf.xml and here")
     daemon = Daemon(config)
-    daemon.start()
-    logging.getLogger("esl_audio_stream").info(
-        "running: ESL %s:%d, control http://%s:%d", esl_host, esl_port, *daemon.control.address
-    )
+    try:
+        daemon.start()
+    except SettingsError as exc:
+        print(f"esl-audio-stream: stream_defaults: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        daemon.stop(timeout=0)
+        print(f"esl-audio-stream: control.listen: cannot listen on {config.control_host}:"
+              f"{config.control_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host, config.esl_port,
+             *daemon.control.address, f", config {ns.config}" if ns.config else "")
+    reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile
 
-        cProfile.runctx("_wait_for_signal()", globals(), locals(), profile)
-    else:
-        _wait_for_signal()
-    daemon.stop()
+        result: list[int] = []
+        cProfile.runctx("result.append(_serve(daemon, reread))", globals(), locals(), profile)
+        return result[0]
+    return _serve(daemon, reread)
+
+
+def _config_failed(path: str | None, exc: ConfigError) -> int:
+    from_file = not (exc.key == path or exc.key.startswith(("--", ENV_PREFIX))
+                     or exc.key.endswith("(command line)"))
+    where = f"{path}: " if path and from_file else ""
+    print(f"esl-audio-stream: {where}{exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_config(ns: argparse.Namespace) -> int:
+    if ns.example:
+        sys.stdout.write(EXAMPLE)
+        return 0
+    try:
+        resolved = _resolve(ns.check, {})
+        config_from_resolved(resolved)
+    except ConfigError as exc:
+        return _config_failed(ns.check, exc)
+    sys.stdout.write(render(resolved))
     return 0
 
 
@@ -125,14 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esl-audio-stream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--esl", default="127.0.0.1:8021", help="FreeSWITCH ESL HOST:PORT")
-    run.add_argument("--esl-password", default="ClueCon")
-    run.add_argument("--control", default=DEFAULT_CONTROL, help="control endpoint HOST:PORT")
+    run = sub.add_parser(
+        "run", help="run the daemon",
+        description="Run the daemon. Settings come from --config FILE (TOML; see `config "
+        "--example`), then ESL_AUDIO_STREAM_<SECTION>_<KEY> environment variables, then these "
+        "flags. SIGTERM/SIGINT drain the streams and exit; SIGHUP re-reads the file.")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    run.add_argument("--esl", help="FreeSWITCH ESL HOST[:PORT] (default 127.0.0.1:8021)")
+    run.add_argument("--esl-password", help="ESL password (default ClueCon; a flag shows in ps: "
+                     "prefer the file or ESL_AUDIO_STREAM_ESL_PASSWORD)")
+    run.add_argument("--control", help=f"control endpoint HOST:PORT (default {DEFAULT_CONTROL})")
     run.add_argument("--stream-default", action="append", default=[], metavar="STREAM_X=VALUE",
                      help="daemon-wide default for a STREAM_* channel variable (repeatable)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="print an example configuration or check a file")
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--example", action="store_true", help="print a commented example")
+    what.add_argument("--check", metavar="FILE", help="print the effective configuration (file "
+                      "and environment; secrets masked); exit 2 when it is invalid")
+    config.set_defaults(func=cmd_config)
 
     ctl = sub.add_parser("ctl", help="send a uuid_audio_stream command to a running daemon")
     ctl.add_argument("--control", default=DEFAULT_CONTROL)
