@@ -60,7 +60,9 @@ class Stream:
         self.mix = cmd.mix
         self.rate = cmd.rate
         self.metadata = cmd.metadata
-        self.settings = settings or host.config.stream_defaults
+        #: The daemon's configuration when the stream started: a reload (SIGHUP) is for new streams.
+        self.config = host.config
+        self.settings = settings or self.config.stream_defaults
         self.channel_rate = channel_rate  # 0: not known yet, taken from the first frame
         self.paused = False
         self.frames_in = 0
@@ -97,7 +99,7 @@ class Stream:
     def start(self) -> None:
         """Connect the endpoint, then ask FreeSWITCH for the call's audio. Raises CommandError
         (with everything already released) when the stream cannot start."""
-        cfg = self.host.config
+        cfg = self.config
         st = self.settings
         try:
             ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
@@ -318,7 +320,7 @@ class Stream:
                     events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
                     "known: dropped"))
                 return None
-            cfg = self.host.config
+            cfg = self.config
             self._player = Player(
                 self.uuid, write=self._endpoint.send, send_text=self._link.send_text,
                 fire=self._fire, channel_rate=rate, stream_rate=self.rate,
