@@ -148,7 +148,7 @@ def _ipv4(value: str) -> str | None:
 
 def _listen(value: str) -> str | None:
     try:
-        _host, port = parse_hostport(value, -1)
+        _host, port = parse_hostport(value, 8089)
     except ValueError as exc:
         return f"expected HOST:PORT, {exc}"
     if not 0 <= port <= 65535:
