@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
+_log = logging.getLogger("esl_audio_stream")
 #: esl.password in `config --example` and freeswitch/autoload_configs/event_socket.conf.xml.
 PLACEHOLDER_PASSWORD = "change-me"
 
@@ -39,38 +40,48 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _serve(daemon: Daemon, reread: Callable[[], DaemonConfig] | None) -> int:
-    """Run until SIGTERM or SIGINT, then drain (a second one stops at once); SIGHUP re-reads the
-    configuration. Returns the exit status: 0 when every stream ended within the drain time."""
-    import gevent.event
+class _Signals:
+    """SIGTERM/SIGINT: drain, then exit (a second one stops at once); SIGHUP: re-read the
+    configuration. Installed before the daemon starts, so an early SIGHUP cannot kill it."""
 
-    log = logging.getLogger("esl_audio_stream")
-    stop, hurry = gevent.event.Event(), gevent.event.Event()
+    def __init__(self, daemon: Daemon, reread: Callable[[], DaemonConfig] | None) -> None:
+        import gevent
+        import gevent.event
 
-    def on_stop() -> None:
-        if stop.is_set():
-            log.warning("second stop signal: not waiting for the streams")
-            hurry.set()
-        stop.set()
+        self.daemon = daemon
+        self.reread = reread
+        self.stop = gevent.event.Event()
+        self.hurry = gevent.event.Event()
+        self._handlers = [gevent.signal_handler(signal.SIGTERM, self._on_stop),
+                          gevent.signal_handler(signal.SIGINT, self._on_stop),
+                          gevent.signal_handler(signal.SIGHUP, self._on_hup)]
 
-    def on_hup() -> None:
-        if reread is None:
-            log.warning("SIGHUP: no --config file to re-read")
+    def _on_stop(self) -> None:
+        if self.stop.is_set():
+            _log.warning("second stop signal: not waiting for the streams")
+            self.hurry.set()
+        self.stop.set()
+
+    def _on_hup(self) -> None:
+        if self.reread is None:
+            _log.warning("SIGHUP: no --config file to re-read")
             return
         try:
-            daemon.reload(reread())
+            self.daemon.reload(self.reread())
         except (ConfigError, SettingsError, OSError) as exc:
-            log.error("SIGHUP: %s; the running configuration stays", exc)
+            _log.error("SIGHUP: %s; the running configuration stays", exc)
 
-    handlers = [gevent.signal_handler(signal.SIGTERM, on_stop),
-                gevent.signal_handler(signal.SIGINT, on_stop),
-                gevent.signal_handler(signal.SIGHUP, on_hup)]
-    try:
-        stop.wait()
-        log.info("stopping: new streams are refused, running ones end")
-        return 0 if daemon.drain(hurry=hurry) else 1
-    finally:
-        for handler in handlers:
+    def serve(self) -> int:
+        """Wait for a stop signal, drain; the exit status is 0 when every stream ended in time."""
+        try:
+            self.stop.wait()
+            _log.info("stopping: new streams are refused, running ones end")
+            return 0 if self.daemon.drain(hurry=self.hurry) else 1
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        for handler in self._handlers:
             handler.cancel()
 
 
@@ -123,7 +134,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     _setup_logging(ns.verbose)
-    log = logging.getLogger("esl_audio_stream")
+    log = _log
     try:
         overrides = _overrides(ns)
         config = _read_config(ns.config, overrides)
@@ -133,27 +144,31 @@ def cmd_run(ns: argparse.Namespace) -> int:
         log.warning("esl.password is still the example's placeholder: set your own, in "
                     "event_socket.conf.xml and here")
     daemon = Daemon(config)
+    reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
+    signals = _Signals(daemon, reread)
     try:
         daemon.start()
     except SettingsError as exc:
+        signals.cancel()
         print(f"esl-audio-stream: stream_defaults: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        signals.cancel()
         daemon.stop(timeout=0)
         print(f"esl-audio-stream: control.listen: cannot listen on {config.control_host}:"
-              f"{config.control_port}: {exc.strerror or exc}", file=sys.stderr)
+              f"{config.control_port}: {os.strerror(exc.errno) if exc.errno else exc}",
+              file=sys.stderr)
         return 2
     log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host, config.esl_port,
              *daemon.control.address, f", config {ns.config}" if ns.config else "")
-    reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile
 
         result: list[int] = []
-        cProfile.runctx("result.append(_serve(daemon, reread))", globals(), locals(), profile)
+        cProfile.runctx("result.append(signals.serve())", globals(), locals(), profile)
         return result[0]
-    return _serve(daemon, reread)
+    return signals.serve()
 
 
 def _config_failed(path: str | None, exc: ConfigError) -> int:
