@@ -283,7 +283,8 @@ def _stream_default_text(label: str, value: Any) -> str:
 
 # -- the layers ----------------------------------------------------------------------------------
 
-#: One resolved value: (value, where it was set: "default" | "file" | an env name | "flag").
+#: One resolved value: (value, where it was set: "default" | "file" | an env name |
+#: "command line").
 Resolved = dict[str, dict[str, tuple[Any, str]]]
 
 
