@@ -1,4 +1,4 @@
-"""`esl-audio-stream run | ctl | status | simulate | demo | bench`."""
+"""`esl-audio-stream run | config | ctl | status | simulate | demo | bench`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,30 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .config import DaemonConfig, parse_hostport
-from .settings import SettingsError, defaults_from_mapping
+from .config import (
+    ENV_PREFIX,
+    EXAMPLE,
+    ConfigError,
+    DaemonConfig,
+    Resolved,
+    config_from_resolved,
+    parse_hostport,
+    render,
+    resolve,
+)
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
 TOKEN_ENV = "ESL_AUDIO_STREAM_CONTROL_TOKEN"
+_log = logging.getLogger("esl_audio_stream")
+#: esl.password in `config --example` and freeswitch/autoload_configs/event_socket.conf.xml.
+PLACEHOLDER_PASSWORD = "change-me"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -24,49 +42,155 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _wait_for_signal() -> None:
-    """Block this greenlet until SIGINT or SIGTERM."""
-    import gevent
-    import gevent.event
+class _Signals:
+    """SIGTERM/SIGINT: drain, then exit (a second one stops at once); SIGHUP: re-read the
+    configuration. Installed before the daemon starts, so an early SIGHUP cannot kill it."""
 
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGINT, stop.set)
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    stop.wait()
+    def __init__(self, daemon: Daemon, reread: Callable[[], DaemonConfig] | None) -> None:
+        import gevent
+        import gevent.event
+
+        self.daemon = daemon
+        self.reread = reread
+        self.stop = gevent.event.Event()
+        self.hurry = gevent.event.Event()
+        self._handlers = [gevent.signal_handler(signal.SIGTERM, self._on_stop),
+                          gevent.signal_handler(signal.SIGINT, self._on_stop),
+                          gevent.signal_handler(signal.SIGHUP, self._on_hup)]
+
+    def _on_stop(self) -> None:
+        if self.stop.is_set():
+            _log.warning("second stop signal: not waiting for the streams")
+            self.hurry.set()
+        self.stop.set()
+
+    def _on_hup(self) -> None:
+        if self.reread is None:
+            _log.warning("SIGHUP: no --config file to re-read")
+            return
+        try:
+            self.daemon.reload(self.reread())
+        except (ConfigError, SettingsError, OSError) as exc:
+            _log.error("SIGHUP: %s; the running configuration stays", exc)
+
+    def serve(self) -> int:
+        """Wait for a stop signal, drain; the exit status is 0 when every stream ended in time."""
+        try:
+            self.stop.wait()
+            _log.info("stopping: new streams are refused, running ones end")
+            return 0 if self.daemon.drain(hurry=self.hurry) else 1
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        for handler in self._handlers:
+            handler.cancel()
+
+
+def _overrides(ns: argparse.Namespace) -> dict[str, str]:
+    """The run flags as load_config overrides ("section.key" -> text)."""
+    out: dict[str, str] = {}
+    if ns.esl is not None:
+        try:
+            host, port = parse_hostport(ns.esl, -1)
+        except ValueError as exc:
+            raise ConfigError("--esl", str(exc)) from None
+        out["esl.host"] = host
+        if port >= 0:
+            out["esl.port"] = str(port)
+    if ns.esl_password is not None:
+        out["esl.password"] = ns.esl_password
+    if ns.control is not None:
+        out["control.listen"] = ns.control
+    for pair in ns.stream_default:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError("--stream-default", f"want STREAM_X=VALUE, got {pair!r}")
+        out[f"stream_defaults.{name}"] = value
+    return out
+
+
+def _read_config(path: str | None, overrides: dict[str, str]) -> DaemonConfig:
+    """The file (if any), this process's environment, then the flags."""
+    return config_from_resolved(_resolve(path, overrides))
+
+
+def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
+    text = None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(path, f"cannot read it: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None
+    try:
+        return resolve(text, os.environ, overrides)
+    except ConfigError as exc:
+        if exc.key == "file" and path is not None:
+            raise ConfigError(path, exc.problem) from None
+        raise
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     _setup_logging(ns.verbose)
-    esl_host, esl_port = parse_hostport(ns.esl, 8021)
-    control_host, control_port = parse_hostport(ns.control, 8089)
+    log = _log
     try:
-        defaults = defaults_from_mapping(dict(_parse_pair(p) for p in ns.stream_default))
-    except SettingsError as exc:
-        print(f"esl-audio-stream: --stream-default {exc}", file=sys.stderr)
-        return 2
-    config = DaemonConfig(
-        stream_defaults=defaults,
-        esl_host=esl_host,
-        esl_port=esl_port,
-        esl_password=ns.esl_password,
-        control_host=control_host,
-        control_port=control_port,
-    )
+        overrides = _overrides(ns)
+        config = _read_config(ns.config, overrides)
+    except ConfigError as exc:
+        return _config_failed(ns.config, exc)
+    if config.esl_password == PLACEHOLDER_PASSWORD:
+        log.warning("esl.password is still the example's placeholder: set your own, in "
+                    "event_socket.conf.xml and here")
     daemon = Daemon(config)
-    daemon.start()
-    logging.getLogger("esl_audio_stream").info(
-        "running: ESL %s:%d, control http://%s:%d", esl_host, esl_port, *daemon.control.address
-    )
+    reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
+    signals = _Signals(daemon, reread)
+    try:
+        daemon.start()
+    except SettingsError as exc:
+        signals.cancel()
+        print(f"esl-audio-stream: stream_defaults: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        signals.cancel()
+        daemon.stop(timeout=0)
+        print(f"esl-audio-stream: control.listen: cannot listen on {config.control_host}:"
+              f"{config.control_port}: {os.strerror(exc.errno) if exc.errno else exc}",
+              file=sys.stderr)
+        return 2
+    log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host, config.esl_port,
+             *daemon.control.address, f", config {ns.config}" if ns.config else "")
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile
 
-        cProfile.runctx("_wait_for_signal()", globals(), locals(), profile)
-    else:
-        _wait_for_signal()
-    daemon.stop()
+        result: list[int] = []
+        cProfile.runctx("result.append(signals.serve())", globals(), locals(), profile)
+        return result[0]
+    return signals.serve()
+
+
+def _config_failed(path: str | None, exc: ConfigError) -> int:
+    from_file = not (exc.key == path or exc.key.startswith(("--", ENV_PREFIX))
+                     or exc.key.endswith("(command line)"))
+    where = f"{path}: " if path and from_file else ""
+    print(f"esl-audio-stream: {where}{exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_config(ns: argparse.Namespace) -> int:
+    if ns.example:
+        sys.stdout.write(EXAMPLE)
+        return 0
+    try:
+        resolved = _resolve(ns.check, {})
+        config_from_resolved(resolved)
+    except ConfigError as exc:
+        return _config_failed(ns.check, exc)
+    sys.stdout.write(render(resolved))
     return 0
 
 
@@ -162,14 +286,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esl-audio-stream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--esl", default="127.0.0.1:8021", help="FreeSWITCH ESL HOST:PORT")
-    run.add_argument("--esl-password", default="ClueCon")
-    run.add_argument("--control", default=DEFAULT_CONTROL, help="control endpoint HOST:PORT")
+    run = sub.add_parser(
+        "run", help="run the daemon",
+        description="Run the daemon. Settings come from --config FILE (TOML; see `config "
+        "--example`), then ESL_AUDIO_STREAM_<SECTION>_<KEY> environment variables, then these "
+        "flags. SIGTERM/SIGINT drain the streams and exit; SIGHUP re-reads the file.")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    run.add_argument("--esl", help="FreeSWITCH ESL HOST[:PORT] (default 127.0.0.1:8021)")
+    run.add_argument("--esl-password", help="ESL password (default ClueCon; a flag shows in ps: "
+                     "prefer the file or ESL_AUDIO_STREAM_ESL_PASSWORD)")
+    run.add_argument("--control", help=f"control endpoint HOST:PORT (default {DEFAULT_CONTROL})")
     run.add_argument("--stream-default", action="append", default=[], metavar="STREAM_X=VALUE",
                      help="daemon-wide default for a STREAM_* channel variable (repeatable)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="print an example configuration or check a file")
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--example", action="store_true", help="print a commented example")
+    what.add_argument("--check", metavar="FILE", help="print the effective configuration (file "
+                      "and environment; secrets masked); exit 2 when it is invalid")
+    config.set_defaults(func=cmd_config)
 
     ctl = sub.add_parser("ctl", help="send a uuid_audio_stream command to a running daemon")
     _add_client_options(ctl)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import gevent
 import gevent.event
@@ -16,7 +17,7 @@ from gevent.pool import Group
 
 from . import commands, events, intake
 from .commands import CommandError
-from .config import DaemonConfig
+from .config import DaemonConfig, changed_keys, reloadable
 from .esl.connection import ESLConnection, ESLError
 from .esl.protocol import Event
 from .media.files import clean_base
@@ -104,6 +105,55 @@ class Daemon:
         self._intake.kill(timeout=2)
         self.control.stop()
         self.esl.stop()
+
+    # -- drain and reload (SIGTERM, SIGHUP) ----------------------------------------------------
+
+    def drain(self, timeout: float | None = None,
+              hurry: gevent.event.Event | None = None) -> bool:
+        """SIGTERM: refuse new streams (`-ERR ... shutting down`), end the running ones cleanly
+        (the configured stop text, close 1000, disconnect events, files removed) within
+        `timeout` (default: config.drain_timeout) or until `hurry` is set, then stop. ESL and the
+        control endpoint stay up meanwhile, since the streams need FreeSWITCH to end and the
+        refusals need an answer. Returns whether every stream ended in time."""
+        cfg = self.config
+        timeout = cfg.drain_timeout if timeout is None else timeout
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        if self.streams or self._starting:
+            log.info("draining %d streams (up to %g s)",
+                     len(self.streams) + len(self._starting), timeout)
+        while self.streams or self._starting:
+            for stream in list(self.streams.values()):  # also those registered since
+                stream.stop_async("shutdown", cfg.stop_text)
+            left = deadline - time.monotonic()
+            if left <= 0 or (hurry is not None and hurry.is_set()):
+                break
+            if hurry is not None:
+                hurry.wait(min(left, 0.05))
+            else:
+                gevent.sleep(min(left, 0.05))
+        drained = not self.streams and not self._starting
+        if not drained:
+            log.warning("%d streams did not end within the drain time: stopping anyway",
+                        len(self.streams) + len(self._starting))
+        self.stop(timeout=0.1)
+        return drained
+
+    def reload(self, new: DaemonConfig) -> list[str]:
+        """SIGHUP: streams started from now on use `new`; running streams keep what they started
+        with. Returns the keys that need a restart (changed in `new`, kept as they were).
+        Raises SettingsError when the new daemon-wide TLS defaults name unusable files (the
+        running configuration is then kept whole)."""
+        make_ssl_context(new.stream_defaults)
+        kept, restart = reloadable(self.config, new)
+        applied = changed_keys(self.config, kept)
+        self.config = kept
+        log.info("configuration reloaded: %s", ", ".join(applied) + " changed (new streams use"
+                 " them)" if applied else "nothing changed that can change without a restart")
+        if restart:
+            log.warning("configuration reloaded: %s changed but needs a restart: kept as it was",
+                        ", ".join(restart))
+        return restart
 
     # -- commands ---------------------------------------------------------------------------
 

@@ -91,7 +91,9 @@ class Stream:
         self.mix = cmd.mix
         self.rate = cmd.rate
         self.metadata = cmd.metadata
-        self.settings = settings or host.config.stream_defaults
+        #: The daemon's configuration when the stream started: a reload (SIGHUP) is for new streams.
+        self.config = host.config
+        self.settings = settings or self.config.stream_defaults
         self.channel_rate = channel_rate  # 0: not known yet, taken from the first frame
         self.paused = False
         self.frames_in = 0
@@ -147,7 +149,7 @@ class Stream:
     def start(self) -> None:
         """Connect the endpoint, then ask FreeSWITCH for the call's audio. Raises CommandError
         (with everything already released) when the stream cannot start."""
-        cfg = self.host.config
+        cfg = self.config
         st = self.settings
         try:
             ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
@@ -236,7 +238,7 @@ class Stream:
         """Make the taps (read; and write for stereo/mixed) and wait for each one's first
         datagram: then they are attached, and their rate is known. Raises TapError with
         every tap already closed."""
-        cfg = self.host.config
+        cfg = self.config
         host = self.host
         self._taps = [Tap(self.uuid, side) for side in
                       ((READ,) if self.mix == "mono" else (READ, WRITE))]
@@ -558,7 +560,7 @@ class Stream:
         if self.frames_in == 0 and not self._stopping:
             self.host.fire(self.uuid, events.ERROR, events.error_body(
                 events.WS_TIMEOUT,
-                f"no audio from FreeSWITCH {self.host.config.first_audio_timeout:g} s after "
+                f"no audio from FreeSWITCH {self.config.first_audio_timeout:g} s after "
                 f"start (is the channel parked? is local-port {self._fs_port} free?)"))
 
     # -- from the endpoint ------------------------------------------------------------------------
@@ -586,7 +588,7 @@ class Stream:
                     events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
                     "known: dropped"))
                 return None
-            cfg = self.host.config
+            cfg = self.config
             mode = self.settings.playback_mode
             write = self._endpoint.send if self._endpoint is not None else _nowhere
             restore = self._restore_unicast if self._endpoint is not None else None
@@ -616,7 +618,7 @@ class Stream:
     def _open_write_back(self):
         """taps + inject: a unicast on the parked call itself, for its write-back port; its
         frames are the playback's clock (see _on_write_back_clock)."""
-        cfg = self.host.config
+        cfg = self.config
         try:
             self._fs_port = self.host.ports.take()
             self._endpoint = UnicastEndpoint(cfg.media_host, cfg.fs_media_host, self._fs_port)
@@ -640,7 +642,7 @@ class Stream:
         unicast bring it back (facts file). The same port and socket are used again."""
         if self._stopping or self._endpoint is None:
             return
-        cfg = self.host.config
+        cfg = self.config
         self._parked.clear()
         try:
             self.host.esl.api(f"uuid_transfer {self.uuid} park inline")
@@ -724,11 +726,11 @@ class Stream:
         everything. Idempotent; later callers wait for the first."""
         if not self._started.is_set():  # connecting: let start() see it and give up
             self._stopping = True
-            self._started.wait(self.host.config.ws_connect_timeout + 1)
+            self._started.wait(self.config.ws_connect_timeout + 1)
             self.done.wait(1)
             return
         if self._stopping:
-            self.done.wait(self.host.config.ws_close_timeout + self.host.config.destroy_wait + 5)
+            self.done.wait(self.config.ws_close_timeout + self.config.destroy_wait + 5)
             return
         self._stopping = True
         self.cause = cause
