@@ -71,7 +71,9 @@ def run_sink(port_file: str, result_file: str) -> int:
 
 
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
-              channel_rate: int = 8000) -> int:
+              channel_rate: int = 8000, source: str = "direct", mix: str = "mono") -> int:
+    """`source` direct: unicast on each parked call; taps: loopback taps on it (one for mono,
+    two for stereo/mixed), as for a bridged call, so the two costs can be set side by side."""
     import gevent
 
     from .cli import control_request
@@ -106,13 +108,13 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         rss0 = _rss_kib(daemon.pid)
         uuids = []
         for _ in range(calls):
-            answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true}}"
-                             "loopback/1000/default &park()")
+            answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true,"
+                             f"STREAM_SOURCE={source}}}loopback/1000/default &park()")
             uuids.append(answer.split()[1])
         failed = 0
         for uuid in uuids:
             url = f"ws://127.0.0.1:{sink_port}/bench/{uuid}"
-            answer = pool.apply(control_request, (control, f"{uuid} start {url} mono {rate}"))
+            answer = pool.apply(control_request, (control, f"{uuid} start {url} {mix} {rate}"))
             failed += not answer.startswith("+OK")
         gevent.sleep(1.0)  # settle
         (u1, s1), sim_cpu1, t1 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
@@ -125,7 +127,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         for uuid in uuids:
             pool.apply(control_request, (control, f"{uuid} stop"))
             esl.api(f"uuid_kill {uuid}")
-        sent = {u: list(getattr(sim.channel(u), "send_times", ()) or ()) for u in uuids}
+        sent = {u: list(getattr(_sender(sim, u), "send_times", ()) or ()) for u in uuids}
     finally:
         esl.stop()
         sink.send_signal(signal.SIGTERM)
@@ -139,9 +141,11 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     received = json.loads(result_file.read_text()) if result_file.exists() else {}
     latencies: list[float] = []
     late = 0
+    skipped = {r["uuid"]: r.get("tap_frames_skipped", 0) for r in rows}
     for path, times in received.items():
         uuid = path.rsplit("/", 1)[-1]
-        for s, r in zip(sent.get(uuid, ()), times, strict=False):
+        # frames a tap sent before the daemon lined the taps up were never streamed
+        for s, r in zip(sent.get(uuid, [])[skipped.get(uuid, 0):], times, strict=False):
             if t1 <= s <= t2:
                 latencies.append((r - s) * 1000)
     late = sum(1 for x in latencies if x > 20)
@@ -150,7 +154,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     frames_in = sum(r["frames_in"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
     print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
-          f"{rate} Hz mono, {t2 - t1:.1f} s measured")
+          f"{rate} Hz {mix}, source {source}, {t2 - t1:.1f} s measured")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
@@ -163,6 +167,18 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     print(f"daemon RSS                {rss0 / 1024:.1f} MiB idle, {rss1 / 1024:.1f} MiB with "
           f"{calls} calls: {(rss1 - rss0) / max(calls, 1):.1f} KiB per call")
     return 0 if failed == 0 else 1
+
+
+def _sender(sim, uuid: str):
+    """The channel whose datagrams carry the call's caller: the call itself, or its read tap
+    (which records send times when its target does)."""
+    from .taps import TAP_OF_VAR, TAP_VAR
+
+    for ch in list(sim._all.values()) + list(sim._ended.values()):
+        if (ch.leg == "a" and ch.variables.get(TAP_OF_VAR) == uuid
+                and ch.variables.get(TAP_VAR) == "read"):
+            return ch
+    return sim.channel(uuid)
 
 
 def _get_streams(control: str) -> str:

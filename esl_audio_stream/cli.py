@@ -279,7 +279,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_bench(ns: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate)
+    return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
+                     source=ns.source, mix=ns.mix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--rate", type=int, default=16000, help="stream rate")
     bench.add_argument("--channel-rate", type=int, default=8000)
+    bench.add_argument("--source", choices=("direct", "taps"), default="direct",
+                       help="unicast on the call itself, or loopback taps (as for bridged calls)")
+    bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
     bench.set_defaults(func=cmd_bench)
     return p
 

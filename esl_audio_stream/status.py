@@ -57,6 +57,9 @@ def row(stream: Stream, now: float, *, level: bool = False,
         "frames_out": stream.frames_out,
         "bytes_out": stream.bytes_out,
         "playback_seconds": round(stream.playback_queued_seconds, 2),
+        "source": stream.source,
+        "taps": [tap.uuid for tap in stream._taps],
+        "tap_frames_skipped": stream.tap_frames_skipped,
     }
     if level:
         moved = seen is None or seen.get(stream.uuid) != stream.frames_in

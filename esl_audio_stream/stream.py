@@ -60,6 +60,17 @@ log = logging.getLogger(__name__)
 PTIME_MS = 20
 
 
+def _drain(sock) -> int:
+    """Read and drop every datagram waiting in a non-blocking socket; how many there were."""
+    n = 0
+    try:
+        while True:
+            sock.recv(8192)
+            n += 1
+    except OSError:  # BlockingIOError: empty
+        return n
+
+
 def _nowhere(frame: bytes) -> bool:
     """The write-back of a stream that has none (taps with displace): never called."""
     return False
@@ -143,6 +154,7 @@ class Stream:
         self._taps_when_idle = False  # paused while playing: close the taps once it is over
         self._reopening: gevent.Greenlet | None = None
         self.tap_reopens = 0
+        self.tap_frames_skipped = 0  # read-tap frames dropped while the taps were lined up
 
     # -- start ------------------------------------------------------------------------------
 
@@ -255,6 +267,14 @@ class Stream:
                                    f"{cfg.first_audio_timeout:g} s after it was made (is "
                                    f"mod_loopback loaded? is {self.uuid} up?)") from None
                 rate = rate or len(first) // 2 * (1000 // PTIME_MS)
+            # Each tap started on its own; the earlier one has frames queued from before the
+            # later one's first. Drop them all: both then go on from now, within a frame of each
+            # other, and pairing by count pairs frames of the same moment (the aligner takes
+            # care of a leftover frame of difference).
+            for tap in self._taps:
+                skipped = 1 + _drain(tap.endpoint.sock)  # with the first
+                if tap.side == READ:
+                    self.tap_frames_skipped += skipped
         except BaseException:
             self._close_taps()
             raise

@@ -276,8 +276,9 @@ class Simulator:
                        context)
         a.other, b.other = b, a
         a.cng_every = max(0, _atoi(variables.get("sim_cng_every", "0")))
-        if variables.get("sim_record_times") == "true":  # the bench's latency reference
-            a.send_times = array("d")
+        if variables.get("sim_record_times") == "true" or (
+                tap_target is not None and tap_target.send_times is not None):
+            a.send_times = array("d")  # the bench's latency reference (a tap's, too)
         if variables.get("sim_record_audio") == "true":  # what was sent, for byte-exact tests
             a.sent_audio = bytearray()
         a.app, a.app_arg = app, app_arg
