@@ -102,18 +102,30 @@ def test_bridged_call_streams_through_taps(esl, daemon, peer, sim, mix):
     assert not daemon._tap_owners and daemon.ports.in_use == 0
 
 
-def test_parked_call_stereo_carries_inject_playback_on_the_right_once(esl, daemon, peer, sim):
-    answer = esl.api("originate {channel_rate=8000}loopback/1000/default &park()")
+@pytest.mark.parametrize("mix", ["mono", "mixed", "stereo"])
+def test_parked_call_with_inject_playback_through_taps(esl, daemon, peer, sim, mix):
+    answer = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
+                     "&park()")
     uuid = answer.split()[1]
     assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
-    conn = start(daemon, peer, uuid, "stereo")
+    conn = start(daemon, peer, uuid, mix)
     stream = daemon.streams[uuid]
-    assert stream.source == "taps"  # stereo: taps, even on a parked call
+    assert stream.source == "taps"
     n = len(conn.binary)
     peer.send_text(conn, stream_audio(tone(1500, 1.0, 8000), 8000))
     assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 3)  # write-back
     gevent.sleep(0.2)
-    left, right = split(b"".join(conn.binary[n:]))
+    heard = b"".join(conn.binary[n:])
+    if mix == "mono":  # the caller only
+        assert amp(heard, 440) == pytest.approx(8000, rel=0.15) and amp(heard, 1500) < 300
+    elif mix == "mixed":  # the caller and, for its second, the played tone, once
+        assert amp(heard, 440) == pytest.approx(8000, rel=0.15)
+        played_once(heard, 1500, 1.0)
+    if mix != "stereo":
+        esl.api(f"uuid_kill {uuid}")
+        assert wait_until(lambda: channels(esl) == 0, 3)
+        return
+    left, right = split(heard)
     assert amp(left, 440) == pytest.approx(8000, rel=0.15) and amp(left, 1500) < 300
     # the played tone is on the right exactly once (FreeSWITCH puts it in the write tap; the
     # daemon adds nothing): for 1 s, at its own amplitude
