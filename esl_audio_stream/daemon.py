@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 
 import gevent
 import gevent.event
@@ -28,6 +29,9 @@ from .stream import Stream
 from .ws.tls import make_ssl_context
 
 log = logging.getLogger(__name__)
+
+#: Events kept while the ESL connection is down; beyond it the oldest are dropped (counted).
+UNSENT_MAX = 1000
 
 CHANNEL_EVENTS = (
     "CHANNEL_PARK",
@@ -73,6 +77,9 @@ class Daemon:
         self._intake = Group()  # greenlets running commands that came as events
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self._tap_owners: dict[str, Stream] = {}  # tap channel uuid -> the stream it feeds
+        self._unsent: deque = deque()  # events fired while ESL was down (see _keep_unsent)
+        self.events_kept = 0
+        self._flusher: gevent.Greenlet | None = None
         self.events_failed = 0
         self.counters = Counters()  # read by metrics.py at scrape time
         self._closing = False
@@ -102,6 +109,11 @@ class Daemon:
                 stream.done.wait()
         if self._checker is not None:
             self._checker.kill()
+        if self._flusher is not None:
+            self._flusher.kill()
+        if self._unsent:
+            log.error("stopping with %d events never fired (FreeSWITCH not connected)",
+                      len(self._unsent))
         self._intake.kill(timeout=2)
         self.control.stop()
         self.esl.stop()
@@ -253,11 +265,39 @@ class Daemon:
         headers = events.event_headers(route, uuid, subclass)
         if extra:
             headers.update(extra)
+        if not self.esl.connected:  # surely not sent: kept, and fired when FreeSWITCH is back
+            self._keep_unsent(uuid, subclass, body, extra, state)
+            return
         try:
             self.esl.sendevent("CUSTOM", headers, body)
-        except ESLError as exc:
+        except ESLError as exc:  # maybe sent, maybe not: not fired twice
             self.events_failed += 1
             log.error("%s: could not fire %s: %s", uuid, subclass, exc)
+
+    def _keep_unsent(self, uuid: str, subclass: str, body: str,
+                     extra: dict[str, str] | None, state: events.CallState | None) -> None:
+        """Events fired while the ESL connection is down wait (bounded, oldest dropped and
+        counted) and go out, in order, when it is back, routed for the call's state then."""
+        if len(self._unsent) >= UNSENT_MAX:
+            self._unsent.popleft()
+            self.events_failed += 1
+            if not self.events_failed % 100:
+                log.error("ESL down: %d events lost so far (the oldest go first)",
+                          self.events_failed)
+        self._unsent.append((uuid, subclass, body, extra, state))
+        self.events_kept += 1
+        if len(self._unsent) == 1:
+            log.warning("%s: FreeSWITCH is not connected: %s kept until it is", uuid, subclass)
+
+    def _fire_unsent(self) -> None:
+        """After a reconnect: the events kept while it was down, oldest first."""
+        sent = 0
+        while self._unsent and self.esl.connected:
+            uuid, subclass, body, extra, state = self._unsent.popleft()
+            self.fire(uuid, subclass, body, extra=extra, state=state)
+            sent += 1
+        if sent:
+            log.info("fired %d events kept while FreeSWITCH was not connected", sent)
 
     def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
         self._tap_owners[tap_uuid] = stream
@@ -317,9 +357,12 @@ class Daemon:
                   state=state)
 
     def _on_esl_connect(self) -> None:
-        """After a reconnect, end the streams whose calls went away while we could not hear."""
+        """After a reconnect, end the streams whose calls went away while we could not hear,
+        and fire the events kept meanwhile."""
         if self.streams and (self._checker is None or self._checker.dead):
             self._checker = gevent.spawn(self._check_calls)
+        if self._unsent and (self._flusher is None or self._flusher.dead):
+            self._flusher = gevent.spawn(self._fire_unsent)
 
     def _check_calls(self) -> None:
         for uuid, stream in list(self.streams.items()):

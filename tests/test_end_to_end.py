@@ -230,3 +230,23 @@ def test_cng_frames_become_silence(esl, daemon, peer, sim):
     assert not any(f == b"\xff" * 320 for f in frames)
     assert any(f != bytes(320) for f in frames)  # and the tone between them
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_events_fired_while_esl_is_down_go_out_when_it_is_back(esl, daemon, peer, sim):
+    import socket as _socket
+
+    subscribe_stream_events(esl)
+    uuid = originate(esl)
+    assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) > 3)
+    daemon.esl._sock.shutdown(_socket.SHUT_RDWR)  # FreeSWITCH goes away for a moment
+    assert wait_until(lambda: not daemon.esl.connected, 2)
+    for i in range(3):
+        peer.send_text(conn, json.dumps({"n": i}))
+    assert wait_until(lambda: daemon.events_kept == 3, 2)  # kept, not lost
+    assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 3, 5)
+    bodies = [json.loads(e.body) for e in stream_events(esl, uuid, events.JSON)]
+    assert bodies == [{"n": 0}, {"n": 1}, {"n": 2}]  # all of them, in order
+    assert not daemon._unsent and daemon.events_failed == 0
+    esl.api(f"uuid_kill {uuid}")
