@@ -512,8 +512,15 @@ class Stream:
         """One channel-rate frame (mono, interleaved stereo or mixed) on to the endpoint."""
         resample = self._resample
         chunker = self._chunker
-        chunker.push(resample(frame) if resample is not None else frame)
+        out = resample(frame) if resample is not None else frame
         send = self._link.send
+        if chunker.empty and len(out) == chunker.whole:  # one frame, one chunk: as it is
+            if send(out):
+                self.frames_out += 1
+            else:
+                self.dropped += 1
+            return
+        chunker.push(out)
         while (chunk := chunker.pop()) is not None:
             if send(chunk):
                 self.frames_out += 1

@@ -117,3 +117,20 @@ def test_chunk_pattern_keeps_odd_rates_exact():
     assert out[:4] == [440, 442, 440, 442]
     assert sum(out) + ch.pending == 100 * 882
     assert abs(sum(out) / 2 / 11025 - len(out) * 0.020) < 0.0001  # no drift
+
+
+def test_empty_and_whole_tell_when_push_and_pop_can_be_skipped():
+    from esl_audio_stream.media.frames import Chunker
+
+    c = Chunker(640)
+    assert c.empty and c.whole == 640
+    c.push(bytes(600))
+    assert not c.empty
+    assert c.pop() is None and not c.empty
+    c.push(bytes(680))
+    assert c.pop() == bytes(640) and not c.empty  # 640 left
+    assert c.pop() == bytes(640) and c.empty
+    c.push(bytes(10))
+    c.clear()
+    assert c.empty
+    assert Chunker((440, 442)).whole == -1  # a cycling pattern: never skipped

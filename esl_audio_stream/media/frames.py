@@ -46,7 +46,8 @@ class Chunker:
     pushed: callers must not mutate a buffer after pushing it.
     """
 
-    __slots__ = ("_buf", "_direct", "_next", "_off", "_pattern", "chunk_bytes")
+    __slots__ = ("_buf", "_direct", "_next", "_off", "_pattern", "chunk_bytes", "empty",
+                 "whole")
 
     _COMPACT_MIN = 64 * 1024  # below this, resetting on empty is enough; no need to move bytes
 
@@ -61,6 +62,11 @@ class Chunker:
         self._buf = bytearray()
         self._off = 0
         self._direct: bytes | None = None  # a whole chunk pushed while nothing else was pending
+        #: Nothing pending (kept up to date by push/pop/clear), and the one chunk size when
+        #: there is a single one (else -1): while `empty`, data of exactly `whole` bytes would
+        #: come out as it went in, so the caller may skip push + pop (the per-frame fast path).
+        self.empty = True
+        self.whole = pattern[0] if len(pattern) == 1 else -1
 
     @property
     def pending(self) -> int:
@@ -73,6 +79,7 @@ class Chunker:
         n = len(data)
         if not n:
             return
+        self.empty = False
         direct = self._direct
         if direct is None and n == self.chunk_bytes and self._off == len(self._buf):
             self._direct = data  # fast path: no copy
@@ -88,6 +95,7 @@ class Chunker:
         if chunk is not None and self._pattern is not None:
             self._next = (self._next + 1) % len(self._pattern)
             self.chunk_bytes = self._pattern[self._next]
+        self.empty = self._direct is None and self._off == len(self._buf)
         return chunk
 
     def _pop(self) -> bytes | None:
@@ -118,3 +126,4 @@ class Chunker:
         self._buf.clear()
         self._off = 0
         self._direct = None
+        self.empty = True

@@ -197,6 +197,7 @@ class WebSocketClient:
         self._state = _State.IDLE
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._sock: gsocket.socket | None = None
+        self._send = None  # the per-frame send, set when the connection opens
         self._reader: gevent.Greenlet | None = None
         self._writer: gevent.Greenlet | None = None
         self._pinger: gevent.Greenlet | None = None
@@ -282,6 +283,10 @@ class WebSocketClient:
         sock = self._sock
         assert sock is not None
         sock.setblocking(False)  # from now on every wait is explicit and bounded
+        # The per-frame send goes straight to the kernel socket under gevent's wrapper (whose
+        # only job, waiting, never happens on a non-blocking socket); TLS needs the wrapper.
+        raw = getattr(sock, "_sock", None)
+        self._send = raw.send if raw is not None and not self._secure else sock.send
         self._state = _State.OPEN
         self._last_out = monotonic()
         self._reader = gevent.spawn(self._read_loop)
@@ -454,9 +459,8 @@ class WebSocketClient:
         if self._out or self._inflight:
             self._out += wire
             return True
-        sock = self._sock
         try:
-            sent = sock.send(wire)  # non-blocking socket: never waits, never switches
+            sent = self._send(wire)  # non-blocking socket: never waits, never switches
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
         except OSError as exc:
