@@ -24,6 +24,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import gevent
@@ -255,7 +256,15 @@ class Link:
             worker.kill()
         ws = self.ws
         if ws is not None and ws.is_open:
-            self._flush_now(ws)
+            # Everything still waiting goes before the close, the endpoint keeping up or not,
+            # for at most close_timeout (a stalled endpoint must not hold the stop forever).
+            deadline = monotonic() + self._client_args["close_timeout"]
+            while not self._flush_now(ws) and ws.is_open:
+                left = deadline - monotonic()
+                if left <= 0 or not ws.drained.wait(left):
+                    log.warning("%s: endpoint not reading: %d bytes of audio not sent before "
+                                "the close", self.uuid, self._backlog_audio)
+                    break
             if text:
                 ws.send_text(text)
             ws.close(code, reason)
