@@ -65,7 +65,7 @@ class Settings:
     #: pidfile mode: the pidfile and the daemon's log.
     run_dir: str = "/run/esl-audio-stream"
     unit_dir: str = "/etc/systemd/system"
-    #: The host's Python (3.11+, the version the wheels were built for, with venv/ensurepip).
+    #: The host's Python: the version the wheels were built for (python3-venv not needed).
     python: str = "python3"
     #: The daemon's arguments; {config_file} is replaced.
     run_args: str = "run --config {config_file}"
@@ -119,6 +119,7 @@ class Wheelhouse:
     version: str
     python_tag: str  # cp311: the host's Python must be this one
     digest: str  # of every wheel: the same wheelhouse is the same release
+    pip_wheel: str  # file name of pip's wheel, which installs the others on the host
 
     @property
     def release(self) -> str:
@@ -129,13 +130,15 @@ def read_wheelhouse(path: Path) -> Wheelhouse:
     ours = sorted(path.glob(f"{PACKAGE}-*.whl"))
     if len(ours) != 1:
         raise DeployError(f"{path}: want exactly one {PACKAGE} wheel, found {len(ours)}")
-    if not list(path.glob("pip-*.whl")):
-        raise DeployError(f"{path}: no pip wheel (fab build puts one in)")
+    pips = sorted(path.glob("pip-*.whl"))
+    if len(pips) != 1:
+        raise DeployError(f"{path}: want exactly one pip wheel (fab build puts it in),"
+                          f" found {len(pips)}")
     _, version, python_tag, *_ = ours[0].name[:-4].split("-")
     h = hashlib.sha256()
     for wheel in sorted(path.glob("*.whl")):
         h.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
-    return Wheelhouse(path, version, python_tag, h.hexdigest())
+    return Wheelhouse(path, version, python_tag, h.hexdigest(), pips[0].name)
 
 
 def build_wheelhouse(out: Path, source: Path = PROJECT) -> Wheelhouse:
@@ -220,20 +223,23 @@ def _unlink(c: Connection, s: Settings, name: str) -> None:
 # -- steps ------------------------------------------------------------------------------------
 
 def _preflight(c: Connection, s: Settings, wh: Wheelhouse) -> None:
-    """What the host must have before anything is changed on it."""
+    """What the host must have before anything is changed on it (one round trip)."""
     py = shlex.quote(s.python)
-    tag = _sh(c, s, f"{py} -c 'import sys; print(\"cp%d%d\" % sys.version_info[:2])'",
-              f"{s.python} does not run on this host").strip()
-    if tag != wh.python_tag:
-        raise DeployError(f"the wheels are for {wh.python_tag}, this host's {s.python} is {tag}")
-    if not _ok(c, s, f"{py} -c 'import venv, ensurepip'"):
-        raise DeployError(f"{s.python} has no venv/ensurepip: apt-get install python3-venv")
-    status = c.run("dpkg-query -W -f='${Status}' libspeexdsp1", hide=True, warn=True,
-                   in_stream=False, timeout=s.command_timeout).stdout
-    if "install ok installed" not in status:
-        raise DeployError("libspeexdsp1 is not installed: apt-get install libspeexdsp1")
     tool = "systemctl" if s.service == "systemd" else "start-stop-daemon"
-    if not _ok(c, s, f"command -v {tool} || test -x /usr/sbin/{tool} || test -x /sbin/{tool}"):
+    out = _sh(c, s, (
+        f"echo python=$({py} -c 'import sys, venv; print(\"cp%d%d\" % sys.version_info[:2])'"
+        " 2>/dev/null);"
+        " echo speexdsp=$(dpkg-query -W -f='${Status}' libspeexdsp1 2>/dev/null | tr ' ' _);"
+        f" echo tool=$(command -v {tool} || ls /usr/sbin/{tool} /sbin/{tool} 2>/dev/null)"))
+    found = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    if not found.get("python"):
+        raise DeployError(f"{s.python} does not run on this host (or has no venv module)")
+    if found["python"] != wh.python_tag:
+        raise DeployError(f"the wheels are for {wh.python_tag}, this host's {s.python} is"
+                          f" {found['python']}")
+    if found.get("speexdsp") != "install_ok_installed":
+        raise DeployError("libspeexdsp1 is not installed: apt-get install libspeexdsp1")
+    if not found.get("tool"):
         raise DeployError(f"deploy.service is {s.service} but this host has no {tool}")
 
 
@@ -252,8 +258,10 @@ def _install_release(c: Connection, s: Settings, wh: Wheelhouse, tar: Path, targ
         else:
             c.put(str(tar), remote_tar)
         _sh(c, s, f"tar -xf {q(remote_tar)} -C {q(incoming)}", "unpacking the wheelhouse")
-        _sh(c, s, f"{q(s.python)} -m venv {q(target)}", "creating the virtualenv")
-        _sh(c, s, f"PIP_CONFIG_FILE=/dev/null {q(target)}/bin/python -m pip install --quiet"
+        _sh(c, s, f"{q(s.python)} -m venv --without-pip {q(target)}", "creating the virtualenv")
+        # pip runs from its own wheel (as ensurepip does), so the host needs no pip of its own
+        pip = posixpath.join(incoming, wh.pip_wheel, "pip")
+        _sh(c, s, f"PIP_CONFIG_FILE=/dev/null {q(target)}/bin/python {q(pip)} install --quiet"
                   f" --no-index --find-links {q(incoming)} {PACKAGE}=={wh.version}",
             "installing the wheels")
     except BaseException:
@@ -391,9 +399,8 @@ def _running_release(c: Connection, s: Settings) -> str:
 
 # Runs on the host with the release's Python: GET /streams until it answers 200 with JSON.
 _HEALTH = r"""
-import json, sys, time, tomllib, urllib.request
-config, url, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
-token = ""
+import json, os, sys, time, tomllib, urllib.request
+config, url, timeout, pidfile = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 try:
     with open(config, "rb") as f:
         control = tomllib.load(f).get("control", {})
@@ -407,6 +414,17 @@ if not url:
 headers = {"Authorization": f"Bearer {token}"} if token else {}
 deadline, last = time.monotonic() + timeout, "no answer"
 while time.monotonic() < deadline:
+    if pidfile:  # a daemon that has exited will not answer: say so now
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read())
+            with open(f"/proc/{pid}/stat") as f:
+                gone = f.read().rpartition(")")[2].split()[0] == "Z"
+        except (OSError, ValueError):
+            gone = True
+        if gone:
+            print(f"the daemon has exited (see its log); {url}: {last}")
+            sys.exit(1)
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
             streams = json.loads(r.read())
@@ -428,8 +446,10 @@ def _health(c: Connection, s: Settings, timeout: float | None = None) -> tuple[b
         return False, "no current release"
     wait = s.health_timeout if timeout is None else timeout
     runner = c.sudo if s.sudo else c.run
+    pidfile = _pidfile(s) if s.service == "pidfile" else ""
     r = runner(f"{q(current)}/bin/python -c {q(_HEALTH)} {q(s.config_file)} {q(s.health_url)}"
-               f" {wait}", hide=True, warn=True, in_stream=False, timeout=wait + 30)
+               f" {wait} {q(pidfile)}", hide=True, warn=True, in_stream=False,
+               timeout=wait + 30)
     said = _tail(r.stdout) or _tail(r.stderr)
     if not r.ok:
         return False, said
