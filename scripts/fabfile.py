@@ -89,6 +89,8 @@ class DeployError(Exception):
 
 def settings_for(c: Connection) -> Settings:
     """The `deploy:` settings with the host's own `deploy.hosts.<host>` overrides applied."""
+    if not isinstance(c, Connection):
+        raise Exit("which hosts? e.g. fab -H host1,host2 deploy")
     conf = dict(c.config.get("deploy") or {})
     per_host = dict((conf.pop("hosts", None) or {}).get(c.original_host) or {})
     known = {f.name: f for f in fields(Settings)}
@@ -208,6 +210,17 @@ def _readlink(c: Connection, s: Settings, link: str) -> str:
     return r.stdout.strip() if r.ok else ""
 
 
+def _put(c: Connection, s: Settings, local: str, remote: str) -> None:
+    """Upload a file (through /tmp and a root `mv` with sudo), with a bound on every wait."""
+    c.sftp().get_channel().settimeout(s.command_timeout)
+    if not s.sudo:
+        c.put(local, remote)
+        return
+    staged = f"/tmp/{NAME}-{posixpath.basename(remote)}.upload"
+    c.put(local, staged)
+    _sh(c, s, f"mv -T {shlex.quote(staged)} {shlex.quote(remote)}")
+
+
 def _switch(c: Connection, s: Settings, name: str, target: str) -> None:
     """Point <root>/<name> at `target` atomically: a new symlink renamed over the old one."""
     link = posixpath.join(s.root, name)
@@ -251,12 +264,7 @@ def _install_release(c: Connection, s: Settings, wh: Wheelhouse, tar: Path, targ
               f" {q(posixpath.join(s.root, 'releases'))}")
     remote_tar = incoming + ".tar"
     try:
-        if s.sudo:
-            staged = f"/tmp/{wh.release}.tar"
-            c.put(str(tar), staged)
-            _sh(c, s, f"mv {q(staged)} {q(remote_tar)}")
-        else:
-            c.put(str(tar), remote_tar)
+        _put(c, s, str(tar), remote_tar)
         _sh(c, s, f"tar -xf {q(remote_tar)} -C {q(incoming)}", "unpacking the wheelhouse")
         _sh(c, s, f"{q(s.python)} -m venv --without-pip {q(target)}", "creating the virtualenv")
         # pip runs from its own wheel (as ensurepip does), so the host needs no pip of its own
@@ -295,11 +303,7 @@ def _install_config(c: Connection, s: Settings, local: str) -> tuple[str, bool]:
         local = str(CONFIG_TEMPLATE)
     staged = s.config_file + ".new"
     _sh(c, s, f"mkdir -p {q(posixpath.dirname(s.config_file))}")
-    if s.sudo:
-        c.put(local, "/tmp/esl-audio-stream.config.new")
-        _sh(c, s, f"mv /tmp/esl-audio-stream.config.new {q(staged)}")
-    else:
-        c.put(local, staged)
+    _put(c, s, local, staged)
     group = f" && chgrp {q(s.user)} {q(staged)}" if s.user else ""
     _sh(c, s, f"chmod 0640 {q(staged)}{group}", "setting the configuration's mode")
     return staged, True
@@ -349,8 +353,8 @@ def _install_unit(c: Connection, s: Settings) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".service") as f:
         f.write(render_unit(s))
         f.flush()
-        staged = f"/tmp/{NAME}.service.new" if s.sudo else unit + ".new"
-        c.put(f.name, staged)
+        staged = unit + ".new"
+        _put(c, s, f.name, staged)
     _sh(c, s, f"chmod 0644 {q(staged)} && mv -T {q(staged)} {q(unit)}"
               f" && systemctl daemon-reload && systemctl enable --quiet {NAME}",
         "installing the unit")
@@ -464,9 +468,9 @@ def _activate(c: Connection, s: Settings, target: str, config_kept: bool | None 
     raise. `config_kept` is set when a new configuration was just put in place."""
     old = _readlink(c, s, posixpath.join(s.root, "current"))
     prev = _readlink(c, s, posixpath.join(s.root, "previous"))
-    _switch(c, s, "current", target)
-    if old and old != target:
+    if old and old != target:  # first: until current moves, previous = current is harmless
         _switch(c, s, "previous", old)
+    _switch(c, s, "current", target)
     _restart(c, s)
     ok, said = _health(c, s)
     if ok:
@@ -474,10 +478,12 @@ def _activate(c: Connection, s: Settings, target: str, config_kept: bool | None 
     name = posixpath.basename(target)
     if config_kept:
         _restore_config(c, s)
-    if not old or old == target:
+    if old == target:
+        raise DeployError(f"{name} failed its health check ({said}); it already was the current"
+                          " release: nothing was switched")
+    if not old:
         _stop(c, s)
-        if not old:
-            _unlink(c, s, "current")
+        _unlink(c, s, "current")
         raise DeployError(f"{name} failed its health check ({said}); no other release to go"
                           " back to: the service is stopped")
     _switch(c, s, "current", old)
