@@ -74,13 +74,6 @@ def test_unit_file(tmp_path):
     assert "Unknown key" in bad.stderr  # it does read the file
 
 
-def _has_config_flag() -> bool:
-    """Whether this checkout's `run` takes --config (the configuration file)."""
-    done = subprocess.run([sys.executable, "-m", "esl_audio_stream.cli", "run", "--help"],
-                          capture_output=True, text=True, timeout=30)
-    return "--config" in done.stdout
-
-
 def _copy_source(dst: Path, version: str) -> None:
     """This checkout's source with another version number (the second release)."""
     shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
@@ -125,7 +118,6 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
     v1, v2 = fabfile.read_wheelhouse(wh1).release, fabfile.read_wheelhouse(wh2).release
     assert v1 != v2 and v2.startswith("0.1.0.post2-")
 
-    with_config = _has_config_flag()
     hosts, per_host, configs = fleet.hosts, {}, {}
     for h in hosts:
         control = 8089 if h.netns else free_port()  # each namespace has its own loopback
@@ -137,9 +129,6 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
             f'[playback]\nfiles_dir = "{h.base}/files"\n')
         per_host[h.name] = {"root": f"{h.base}/opt", "config_file": f"{h.base}/etc/config.toml",
                             "run_dir": f"{h.base}/run", "config_source": str(configs[h.name])}
-        if not with_config:  # until `run --config` exists: the same settings as flags
-            per_host[h.name]["run_args"] = (f"run --esl 127.0.0.1:{esl} --esl-password test-secret"
-                                            f" --control 127.0.0.1:{control}")
     settings = {"service": "pidfile", "user": "", "health_timeout": 20, "stop_timeout": 15,
                 "hosts": per_host}
     runtime = tmp_path / "fabric-test.yaml"
@@ -240,3 +229,17 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
     assert logs.returncode == 0, logs.stdout + logs.stderr
     assert logs.stdout.count("running: ESL 127.0.0.1:") >= 3 * 3  # three starts a host at least
     assert "test-secret" not in logs.stdout
+
+    # 6. a configuration the release refuses changes nothing on the host
+    bad = tmp_path / "bad.toml"
+    bad.write_text(configs["h1"].read_text().replace("password =", "pasword ="))
+    installed = (h1.base / "etc" / "config.toml").read_text()
+    refused = fab("deploy", "--wheelhouse", str(wh1), "--config", str(bad))
+    assert refused.returncode == 1
+    for h in hosts:
+        assert f"{h.name}: deploy: FAILED: the configuration is refused: " in outcome(refused,
+                                                                                     h.name)
+    assert "pasword" in outcome(refused, "h1")
+    assert (h1.base / "etc" / "config.toml").read_text() == installed
+    assert not (h1.base / "etc" / "config.toml.new").exists()
+    assert answers(h1) and running(h1) == v2 == link(h1, "current")
