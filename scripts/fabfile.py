@@ -15,7 +15,7 @@ scripts/fabric.yaml) and gets one line of outcome; the run fails if any host fai
 
 Settings live under `deploy:` in Fabric's configuration (scripts/fabric.yaml, a file given with
 `fab -f`, or FABRIC_DEPLOY_* variables); `deploy.hosts.<host>` overrides any of them for one host.
-See DEFAULTS.
+See Settings.
 """
 
 from __future__ import annotations
