@@ -74,6 +74,17 @@ def test_unit_file(tmp_path):
     assert "Unknown key" in bad.stderr  # it does read the file
 
 
+def test_config_template_is_accepted():
+    """The template a deploy installs where a host has none is one the daemon starts with, and
+    its files_dir is the unit's state directory, not /tmp (hidden by PrivateTmp=)."""
+    template = SCRIPTS / "deploy" / "config.toml"
+    done = subprocess.run([sys.executable, "-m", "esl_audio_stream.cli", "config", "--check",
+                           str(template)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert 'files_dir = "/var/lib/esl-audio-stream/files"' in done.stdout
+    assert "change-me" not in done.stdout  # the password is masked
+
+
 def _copy_source(dst: Path, version: str) -> None:
     """This checkout's source with another version number (the second release)."""
     shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
