@@ -8,9 +8,14 @@ need_apt=()
 dpkg -s libspeexdsp-dev >/dev/null 2>&1 || need_apt+=(libspeexdsp-dev)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-# scripts/test only: headless Chromium for the status page test (tests/test_status_page.py)
+# scripts/test only: headless Chromium for the status page test (tests/test_status_page.py);
+# tests/test_deploy.py: real sshd hosts in network namespaces, start-stop-daemon, systemd-analyze
 if [ "${EAS_TEST_DEPS:-}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 fi
 PY="${PYTHON:-python3}"
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {

@@ -1,0 +1,256 @@
+"""The deployment as an operator runs it: the systemd unit checked by systemd-analyze, and
+`fab -H h1,h2,h3 deploy | rollback | status | logs` against three real sshd hosts (network
+namespaces, or loopback ports where namespaces cannot be made), the service started with
+start-stop-daemon (the hosts have no systemd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fleet import Fleet, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+FAB = str(Path(sys.executable).parent / "fab")
+sys.path.insert(0, str(SCRIPTS))
+
+import fabfile  # noqa: E402
+
+UNIT = SCRIPTS / "systemd" / "esl-audio-stream.service"
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_unit_file(tmp_path):
+    """The unit as shipped says what production needs, and systemd-analyze finds nothing wrong
+    with it once rendered for a host (paths that exist here)."""
+    unit = _unit_settings(UNIT.read_text())
+    assert unit["User"] == ["esl-audio-stream"] and unit["Restart"] == ["on-failure"]
+    assert unit["KillSignal"] == ["SIGTERM"]
+    drain = fabfile.Settings().stop_timeout
+    assert int(unit["TimeoutStopSec"][0]) >= drain > 10.0  # 10 s: streams.drain_timeout default
+    for hardening in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices"):
+        assert unit[hardening] == ["yes"], hardening
+    assert unit["ProtectSystem"] == ["strict"]
+    assert "esl-audio-stream/files" in unit["StateDirectory"][0].split()
+    assert unit["ExecStart"][0].endswith(
+        "/current/bin/esl-audio-stream run --config /etc/esl-audio-stream/config.toml")
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    release = tmp_path / "opt" / "releases" / "r1" / "bin"
+    release.mkdir(parents=True)
+    (release / "esl-audio-stream").write_text("#!/bin/sh\n")
+    (release / "esl-audio-stream").chmod(0o755)
+    (tmp_path / "opt" / "current").symlink_to(release.parent)
+    s = fabfile.Settings(root=str(tmp_path / "opt"), config_file=str(tmp_path / "config.toml"))
+    rendered = fabfile.render_unit(s)
+    assert f"ExecStart={tmp_path}/opt/current/bin/esl-audio-stream run --config" in rendered
+    (tmp_path / "unit").mkdir()
+    path = tmp_path / "unit" / "esl-audio-stream.service"
+    path.write_text(rendered)
+    done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (0, "")
+
+    path.write_text(rendered.replace("Restart=on-failure", "Restart=on-failure\nRestrat=no"))
+    bad = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert "Unknown key" in bad.stderr  # it does read the file
+
+
+def test_config_template_is_accepted():
+    """The template a deploy installs where a host has none is one the daemon starts with, and
+    its files_dir is the unit's state directory, not /tmp (hidden by PrivateTmp=)."""
+    template = SCRIPTS / "deploy" / "config.toml"
+    done = subprocess.run([sys.executable, "-m", "esl_audio_stream.cli", "config", "--check",
+                           str(template)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert 'files_dir = "/var/lib/esl-audio-stream/files"' in done.stdout
+    assert "change-me" not in done.stdout  # the password is masked
+
+
+def _copy_source(dst: Path, version: str) -> None:
+    """This checkout's source with another version number (the second release)."""
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so", "demo-out",
+        "bench-out", ".pytest_cache", ".ruff_cache", "_speexdsp.c", "_mask.c"))
+    cfg = dst / "setup.cfg"
+    cfg.write_text(re.sub(r"(?m)^version = .*$", f"version = {version}", cfg.read_text()))
+
+
+def _yaml(data: dict) -> str:
+    return json.dumps(data)  # YAML is a superset of JSON
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    (tmp_path / "fleet").mkdir()
+    # EAS_DEPLOY_TEST_LOOPBACK=1: the hosts as where namespaces cannot be made (no CAP_NET_ADMIN)
+    loopback = os.environ.get("EAS_DEPLOY_TEST_LOOPBACK") == "1"
+    f = Fleet(tmp_path / "fleet", use_netns=False if loopback else None)
+    f.start()  # stops what it started if it fails
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
+    kind = ("network namespaces" if fleet.use_netns else
+            f"sshd on loopback ports, no network namespaces: {fleet.why_not_netns}")
+    with capsys.disabled():
+        print(f"\n[test_deploy] the hosts are {kind} ", end="")
+    # Two wheelhouses, built at once: this checkout, and a copy with another version.
+    wh1, wh2 = tmp_path / "wh1", tmp_path / "wh2"
+    _copy_source(tmp_path / "src2", "0.1.0.post2")
+    builds = [subprocess.Popen([FAB, "-r", str(SCRIPTS), "build", "--out", str(out), "--source",
+                                str(src)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=tmp_path)
+              for out, src in ((wh1, ROOT), (wh2, tmp_path / "src2"))]
+    for b in builds:
+        out, _ = b.communicate(timeout=300)
+        assert b.returncode == 0, out
+    v1, v2 = fabfile.read_wheelhouse(wh1).release, fabfile.read_wheelhouse(wh2).release
+    assert v1 != v2 and v2.startswith("0.1.0.post2-")
+
+    hosts, per_host, configs = fleet.hosts, {}, {}
+    for h in hosts:
+        control = 8089 if h.netns else free_port()  # each namespace has its own loopback
+        esl = 8021 if h.netns else free_port()  # nothing listens: the daemon keeps retrying
+        configs[h.name] = h.base / "config.toml"
+        configs[h.name].write_text(
+            f'[esl]\nhost = "127.0.0.1"\nport = {esl}\npassword = "test-secret"\n'
+            f'[control]\nlisten = "127.0.0.1:{control}"\n'
+            f'[playback]\nfiles_dir = "{h.base}/files"\n')
+        per_host[h.name] = {"root": f"{h.base}/opt", "config_file": f"{h.base}/etc/config.toml",
+                            "run_dir": f"{h.base}/run", "config_source": str(configs[h.name])}
+    settings = {"service": "pidfile", "user": "", "health_timeout": 20, "stop_timeout": 15,
+                "hosts": per_host}
+    runtime = tmp_path / "fabric-test.yaml"
+    runtime.write_text(_yaml({"deploy": settings, "timeouts": {"connect": 10}}))
+
+    def fab(*args: str, yaml: Path = runtime) -> subprocess.CompletedProcess:
+        return subprocess.run([FAB, "-r", str(SCRIPTS), "-S", str(fleet.ssh_config), "-f",
+                               str(yaml), "-H", ",".join(h.name for h in hosts), *args],
+                              capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                              env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                                   "HOME": str(tmp_path)})
+
+    def answers(h) -> bool:
+        control = re.search(r'listen = "([^"]+)"', configs[h.name].read_text()).group(1)
+        probe = ("import json,sys,urllib.request\n"
+                 "r=urllib.request.urlopen(f'http://{sys.argv[1]}/streams',timeout=5)\n"
+                 "print(r.status, type(json.loads(r.read())).__name__)")
+        done = subprocess.run(h.argv([sys.executable, "-c", probe, control]),
+                              capture_output=True, text=True, timeout=30)
+        return done.returncode == 0 and done.stdout.split()[0] == "200"
+
+    def running(h) -> str:
+        """The release directory the host's daemon runs from (its interpreter's path)."""
+        pid = (h.base / "run" / "esl-audio-stream.pid").read_text().strip()
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        return Path(argv0).parent.parent.name
+
+    def link(h, name: str) -> str:
+        return Path(h.base / "opt" / name).readlink().name
+
+    def outcome(result, host: str) -> str:
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith(f"{host}: ")]
+        assert len(lines) == 1, result.stdout + result.stderr
+        return lines[0]
+
+    # 1. first deploy: every host installs, starts and answers, with no FreeSWITCH anywhere
+    first = fab("deploy", "--wheelhouse", str(wh1))
+    assert first.returncode == 0, first.stdout + first.stderr
+    for h in hosts:
+        assert outcome(first, h.name).startswith(f"{h.name}: deploy: ok: runs {v1} (")
+        assert answers(h) and running(h) == v1 == link(h, "current")
+        assert not (h.base / "opt" / "previous").exists()
+
+    # 2. second version: every host switches, the first is kept as previous
+    second = fab("deploy", "--wheelhouse", str(wh2))
+    assert second.returncode == 0, second.stdout + second.stderr
+    for h in hosts:
+        assert f"ok: runs {v2}" in outcome(second, h.name)
+        assert answers(h) and running(h) == v2 == link(h, "current")
+        assert link(h, "previous") == v1
+
+    # 3. rollback: the first version runs again
+    back = fab("rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    for h in hosts:
+        assert f"ok: rolled back from {v2}, runs {v1}" in outcome(back, h.name)
+        assert answers(h) and running(h) == v1 == link(h, "current")
+        assert link(h, "previous") == v2
+
+    # 4. the second version again, but on h2 it crashes at start (its installed copy of v2 is
+    # made to), and h3 lacks its Python: both are reported failed and stay on the first
+    # version; h1 switches
+    h1, h2, h3 = hosts
+    daemon = h2.base / "opt" / "releases" / v2 / "bin" / "esl-audio-stream"
+    daemon.rename(daemon.with_name("esl-audio-stream.real"))
+    daemon.write_text(f"#!/bin/sh\n"
+                      f'if [ "$1" = run ] && [ "$2" != --help ]; then\n'
+                      f'  echo "esl-audio-stream: crashed at start (test)" >&2; exit 1\nfi\n'
+                      f'exec {daemon}.real "$@"\n')
+    daemon.chmod(0o755)
+    broken = dict(settings, hosts={
+        **per_host, "h2": {**per_host["h2"], "health_timeout": 8},
+        "h3": {**per_host["h3"], "python": "/nonexistent/python3"}})
+    broken_yaml = tmp_path / "fabric-broken.yaml"
+    broken_yaml.write_text(_yaml({"deploy": broken, "timeouts": {"connect": 10}}))
+    mixed = fab("deploy", "--wheelhouse", str(wh2), yaml=broken_yaml)
+    assert mixed.returncode == 1, mixed.stdout + mixed.stderr
+    assert "deploy failed on 2 of 3 hosts: h2, h3" in mixed.stderr
+    assert f"h1: deploy: ok: runs {v2}" in outcome(mixed, "h1")
+    h2_line = outcome(mixed, "h2")
+    assert f"h2: deploy: FAILED: {v2} failed its health check" in h2_line
+    assert h2_line.endswith(f"switched back to {v1}")
+    assert "h3: deploy: FAILED: /nonexistent/python3 does not run on this host" in \
+        outcome(mixed, "h3")
+    assert answers(h1) and running(h1) == v2 == link(h1, "current")
+    for h in (h2, h3):
+        assert answers(h) and running(h) == v1 == link(h, "current")
+        assert link(h, "previous") == v2
+
+    # 5. status and logs, per host
+    st = fab("status")
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert f"h1: status: ok: current {v2}, previous {v1}, running {v2}, healthy" in \
+        outcome(st, "h1")
+    assert f"h2: status: ok: current {v1}, previous {v2}, running {v1}, healthy" in \
+        outcome(st, "h2")
+    logs = fab("logs", "--lines", "200")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
+    assert logs.stdout.count("running: ESL 127.0.0.1:") >= 3 * 3  # three starts a host at least
+    assert "test-secret" not in logs.stdout
+
+    # 6. a configuration the release refuses changes nothing on the host
+    bad = tmp_path / "bad.toml"
+    bad.write_text(configs["h1"].read_text().replace("password =", "pasword ="))
+    installed = (h1.base / "etc" / "config.toml").read_text()
+    refused = fab("deploy", "--wheelhouse", str(wh1), "--config", str(bad))
+    assert refused.returncode == 1
+    for h in hosts:
+        assert f"{h.name}: deploy: FAILED: the configuration is refused: " in outcome(refused,
+                                                                                     h.name)
+    assert "pasword" in outcome(refused, "h1")
+    assert (h1.base / "etc" / "config.toml").read_text() == installed
+    assert not (h1.base / "etc" / "config.toml.new").exists()
+    assert answers(h1) and running(h1) == v2 == link(h1, "current")
