@@ -90,6 +90,9 @@ class DaemonConfig:
         default_factory=lambda: os.path.join(tempfile.gettempdir(), "esl-audio-stream"))
     #: Largest decoded streamAudio chunk accepted.
     max_audio_bytes: int = 8 << 20
+    #: A group FreeSWITCH runs in: per-call directories become 0750 and files 0640 owned by it,
+    #: so FreeSWITCH can read them (displace, broadcast); None: 0700/0600, the daemon alone.
+    files_group: str | None = None
     #: How long a hung-up call's events wait for CHANNEL_DESTROY before going out unrouted.
     destroy_wait: float = 2.0
     #: Daemon-wide defaults for the STREAM_* channel variables; a channel's own value wins.
@@ -162,6 +165,19 @@ def _mode(value: str) -> str | None:
     return None
 
 
+def _group(value: str) -> str | None:
+    """Empty (no group), or a group that exists here (a name or a number)."""
+    if not value:
+        return None
+    import grp
+
+    try:
+        grp.getgrgid(int(value)) if value.isdigit() else grp.getgrnam(value)
+    except (KeyError, OverflowError):
+        return f"no such group {value!r}"
+    return None
+
+
 def _no_nul(value: str) -> str | None:
     return "contains a NUL byte" if "\x00" in value else None
 
@@ -188,6 +204,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "mode": _Key("str", _mode),
         "files_dir": _Key("str", lambda v: _nonempty(v) or _no_nul(v)),
         "max_audio_bytes": _Key("int", _between(1, 1 << 30)),
+        "files_group": _Key("str", _group),
     },
     "streams": {
         "reconnect_buffer_seconds": _Key("float", _above(0, MAX_RECONNECT_BUFFER_SECONDS)),
@@ -298,7 +315,8 @@ def _defaults() -> Resolved:
         "media": {"listen_host": d.media_host, "freeswitch_host": d.fs_media_host,
                   "port_min": d.fs_port_min, "port_max": d.fs_port_max},
         "playback": {"mode": d.stream_defaults.playback_mode, "files_dir": d.files_dir,
-                     "max_audio_bytes": d.max_audio_bytes},
+                     "max_audio_bytes": d.max_audio_bytes,
+                     "files_group": d.files_group or ""},
         "streams": {"reconnect_buffer_seconds": d.reconnect_buffer_seconds,
                     "first_audio_timeout": d.first_audio_timeout,
                     "drain_timeout": d.drain_timeout, "stop_text": d.stop_text or ""},
@@ -464,6 +482,7 @@ def config_from_resolved(resolved: Resolved) -> DaemonConfig:
         reconnect_buffer_seconds=streams["reconnect_buffer_seconds"],
         files_dir=playback["files_dir"],
         max_audio_bytes=playback["max_audio_bytes"],
+        files_group=playback["files_group"] or None,
         stream_defaults=stream_defaults,
     )
 
@@ -505,7 +524,8 @@ FIELD_KEYS = {
     "metrics_public": "control.metrics_public", "media_host": "media.listen_host",
     "fs_media_host": "media.freeswitch_host", "fs_port_min": "media.port_min",
     "fs_port_max": "media.port_max", "files_dir": "playback.files_dir",
-    "max_audio_bytes": "playback.max_audio_bytes", "drain_timeout": "streams.drain_timeout",
+    "max_audio_bytes": "playback.max_audio_bytes", "files_group": "playback.files_group",
+    "drain_timeout": "streams.drain_timeout",
     "stop_text": "streams.stop_text", "first_audio_timeout": "streams.first_audio_timeout",
     "reconnect_buffer_seconds": "streams.reconnect_buffer_seconds",
     "stream_defaults": "stream_defaults (or playback.mode)",
@@ -585,6 +605,9 @@ mode = "inject"               # default STREAM_PLAYBACK_MODE: inject | displace 
 # ends. FreeSWITCH must be able to read it (displace, broadcast). Default: <temp>/esl-audio-stream
 files_dir = "/var/lib/esl-audio-stream/files"
 max_audio_bytes = 8388608     # largest streamAudio chunk accepted
+# FreeSWITCH's group, when it runs as another user: the daemon (a member of it) makes each
+# call's directory 0750 and its files 0640 in that group. Empty: 0700/0600, daemon only.
+files_group = ""
 
 [streams]
 reconnect_buffer_seconds = 10.0  # audio kept per stream while the endpoint is away (max 600)

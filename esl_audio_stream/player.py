@@ -75,6 +75,7 @@ class Player:
         mode: str = "inject",
         api: Callable[[str], str] | None = None,
         restore: Callable[[], None] | None = None,
+        files_group: str | None = None,
     ) -> None:
         self.uuid = uuid
         self._write = write
@@ -86,7 +87,7 @@ class Player:
         self.suppress_log = suppress_log
         frame_bytes = channel_rate * 2 // 50
         self.queue = PlaybackQueue(frame_bytes, int(max_queue_seconds * channel_rate) * 2)
-        self.files = CallFiles(files_dir, uuid)
+        self.files = CallFiles(files_dir, uuid, files_group)
         self._resamplers: dict[int, Resampler | None] = {}
         self.frames_played = 0
         self.write_failures = 0

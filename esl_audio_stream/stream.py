@@ -639,7 +639,7 @@ class Stream:
                 fire=self._fire, channel_rate=rate, stream_rate=self.rate,
                 files_dir=cfg.files_dir, max_chunk_bytes=cfg.max_audio_bytes,
                 suppress_log=self.settings.suppress_log, mode=mode,
-                api=self.host.esl.api, restore=restore)
+                api=self.host.esl.api, restore=restore, files_group=cfg.files_group)
         return self._player
 
     def _open_write_back(self):

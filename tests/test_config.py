@@ -196,6 +196,8 @@ def test_a_bad_file_names_the_key_and_the_problem(text, key, words):
     ({"ESL_AUDIO_STREAM_MEDIA_PORT_MIN": "15000", "ESL_AUDIO_STREAM_MEDIA_PORT_MAX": "14000"},
      "ESL_AUDIO_STREAM_MEDIA_PORT_MIN", "above media.port_max"),
     ({"ESL_AUDIO_STREAM_CONTROL_LISTEN": "0.0.0.0:1"}, "control.token", "required"),
+    ({"ESL_AUDIO_STREAM_PLAYBACK_FILES_GROUP": "no-such-group-here"},
+     "ESL_AUDIO_STREAM_PLAYBACK_FILES_GROUP", "no such group"),
 ])
 def test_a_bad_environment_variable_is_named(env, key, words):
     exc = error("", env)
@@ -259,3 +261,8 @@ def test_a_reload_keeps_what_needs_a_restart():
     assert kept.stream_defaults.playback_mode == "displace"
     same, nothing = reloadable(old, old)
     assert same == old and nothing == []
+
+
+def test_files_group_reaches_the_config():
+    assert load_config('[playback]\nfiles_group = "0"\n', env={}).files_group == "0"
+    assert load_config("", env={}).files_group is None

@@ -221,3 +221,21 @@ def test_play_event_body():
     assert body == ('{"audioDataType":"raw","sampleRate":16000,"text":"héllo \\"q\\"",'
                     '"n":[1,{"a":null}],"file":"/p/y.r16"}')
     assert json.loads(body)["file"] == "/p/y.r16"
+
+
+def test_a_files_group_lets_freeswitch_read_and_nobody_else(tmp_path, umask0):
+    """FreeSWITCH under its own user reads the files through their group: 0750/0640."""
+    import grp
+
+    gid = grp.getgrnam("audio").gr_gid if os.getuid() == 0 else os.getgid()
+    files = CallFiles(tmp_path / "base", UUID, str(gid))
+    path = files.write(chunk("raw", tone_l16(440, 8000), 8000))
+    for p, want in ((tmp_path / "base", 0o750), (files.dir, 0o750), (path, 0o640)):
+        assert mode(p) == want, (p, oct(mode(p)))
+        assert os.lstat(p).st_gid == gid
+    files.write(chunk("raw", tone_l16(440, 8000), 8000))  # the existing directory is accepted
+    os.chmod(files.dir, 0o755)  # but not one others may read
+    with pytest.raises(FilesError):
+        CallFiles(tmp_path / "base", UUID, gid).write(chunk("raw", tone_l16(440, 8000), 8000))
+    with pytest.raises(FilesError, match="no such group"):
+        CallFiles(tmp_path / "base", UUID, "no-such-group-here")

@@ -11,7 +11,9 @@ for raw or G.711 at any other rate -- mod_audio_stream's `.r24`/`.r32` would be 
 audio, and `.r48`/`.r64`/`.pcmu`/`.pcma` are not registered at all. And the files live in a
 private directory per call (0700, files 0600), created without following a symlink someone else
 planted in a shared temp directory, so another local user can neither read the call's audio nor
-make the daemon write elsewhere.
+make the daemon write elsewhere. When FreeSWITCH runs as another user (it must read the files in
+the displace and broadcast modes), a group is given (`[playback] files_group`, FreeSWITCH's):
+directories are then 0750 and files 0640, in that group, and nobody else gets anything.
 
 File I/O here is blocking; it happens once per received chunk (not per frame) on a local disk.
 """
@@ -63,11 +65,15 @@ def file_format(chunk: Chunk) -> tuple[str, bytes, bytes]:
     return "wav", _wav_header(rate, len(chunk.pcm)), chunk.pcm
 
 
-def _check_base(base: Path) -> None:
+def _check_base(base: Path, gid: int | None = None) -> None:
     """The base directory must not let another user swap our per-call directory: ours or
-    root's, and not writable by others unless sticky (like /tmp)."""
+    root's, and not writable by others unless sticky (like /tmp). Made here if missing (0700,
+    or 0750 in the files group)."""
     if not base.exists():
         os.makedirs(base, mode=0o700, exist_ok=True)
+        if gid is not None:
+            os.chown(base, -1, gid)
+            os.chmod(base, 0o750)
     st = os.stat(base)
     if not stat.S_ISDIR(st.st_mode):
         raise FilesError(f"{base} is not a directory")
@@ -77,14 +83,29 @@ def _check_base(base: Path) -> None:
         raise FilesError(f"{base} is writable by others and not sticky")
 
 
+def _gid(group: str | int | None) -> int | None:
+    """A group name or number -> its gid (None: no group)."""
+    if group is None or group == "":
+        return None
+    if isinstance(group, int) or str(group).isdigit():
+        return int(group)
+    import grp
+
+    try:
+        return grp.getgrnam(str(group)).gr_gid
+    except KeyError:
+        raise FilesError(f"no such group {group!r} for the audio files") from None
+
+
 class CallFiles:
     """The files of one call: `<base>/<uuid>/<uuid>_<n>.<ext>`, n counting from 0."""
 
-    __slots__ = ("_checked", "_n", "base", "dir", "uuid", "written")
+    __slots__ = ("_checked", "_n", "base", "dir", "gid", "uuid", "written")
 
-    def __init__(self, base_dir: str | Path, uuid: str) -> None:
+    def __init__(self, base_dir: str | Path, uuid: str, group: str | int | None = None) -> None:
         if not isinstance(uuid, str) or not _UUID.match(uuid):
             raise ValueError(f"unsafe call uuid for a file name: {uuid!r}")
+        self.gid = _gid(group)
         self.base = Path(base_dir)
         self.uuid = uuid
         self.dir = self.base / uuid
@@ -96,7 +117,7 @@ class CallFiles:
         """An fd of the per-call directory, created 0700 if missing; refused if it is a
         symlink, or belongs to someone else, or others may read it."""
         if not self._checked:
-            _check_base(self.base)
+            _check_base(self.base, self.gid)
             self._checked = True
         created = False
         try:
@@ -112,10 +133,14 @@ class CallFiles:
             st = os.fstat(dfd)
             if st.st_uid != os.getuid():
                 raise FilesError(f"{self.dir} belongs to another user (uid {st.st_uid})")
+            gid = self.gid
             if created:
-                os.fchmod(dfd, 0o700)  # exactly, whatever the umask
+                if gid is not None:
+                    os.fchown(dfd, -1, gid)
+                os.fchmod(dfd, 0o700 if gid is None else 0o750)  # exactly, whatever the umask
                 os.close(os.open(_MARKER, _FILE_FLAGS, 0o600, dir_fd=dfd))
-            elif stat.S_IMODE(st.st_mode) & 0o077:
+            elif stat.S_IMODE(st.st_mode) & (0o077 if gid is None else 0o027) or (
+                    gid is not None and st.st_gid != gid and stat.S_IMODE(st.st_mode) & 0o070):
                 raise FilesError(f"{self.dir} is open to other users"
                                  f" (mode {stat.S_IMODE(st.st_mode):o})")
         except BaseException:
@@ -132,7 +157,11 @@ class CallFiles:
             self._n += 1
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
             try:
-                os.fchmod(fd, 0o600)
+                if self.gid is not None:
+                    os.fchown(fd, -1, self.gid)
+                    os.fchmod(fd, 0o640)
+                else:
+                    os.fchmod(fd, 0o600)
                 with os.fdopen(fd, "wb", closefd=False) as f:
                     if header:
                         f.write(header)
