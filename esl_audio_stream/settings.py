@@ -314,20 +314,20 @@ def _merge(
             warn,
         )
     if "STREAM_PLAYBACK_MODE" in v:
-        mode = v["STREAM_PLAYBACK_MODE"].strip().lower()
-        if mode not in PLAYBACK_MODES:
-            raise SettingsError(f"STREAM_PLAYBACK_MODE: {_show(v['STREAM_PLAYBACK_MODE'])} is not "
-                                f"one of {', '.join(PLAYBACK_MODES)}")
-        changes["playback_mode"] = mode
+        changes["playback_mode"] = _choice(v, "STREAM_PLAYBACK_MODE", PLAYBACK_MODES)
     if "STREAM_SOURCE" in v:
-        source = v["STREAM_SOURCE"].strip().lower()
-        if source not in SOURCES:
-            raise SettingsError(f"STREAM_SOURCE: {_show(v['STREAM_SOURCE'])} is not one of "
-                                f"{', '.join(SOURCES)}")
-        changes["source"] = source
+        changes["source"] = _choice(v, "STREAM_SOURCE", SOURCES)
     settings = replace(defaults, **changes)
     check_client_cert(settings)
     return settings
+
+
+def _choice(v: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of a few words, any case and spacing; SettingsError naming the variable otherwise."""
+    word = v[name].strip().lower()
+    if word not in choices:
+        raise SettingsError(f"{name}: {_show(v[name])} is not one of {', '.join(choices)}")
+    return word
 
 
 def check_client_cert(settings: StreamSettings) -> None:

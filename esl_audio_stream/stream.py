@@ -356,22 +356,10 @@ class Stream:
     def _tap_frame(self, recv, side: int) -> None:
         """stereo/mixed from taps: one datagram of either side -> aligner -> pairs -> emit.
         Called by the event loop, like _on_readable: never blocks, never raises."""
-        try:
-            data = recv(8192)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return
-        except OSError as exc:
-            self._frame_path_failed(exc)
+        data = self._take(recv)
+        if data is None:
             return
         n = len(data)
-        if n & 1 or not n:
-            self.malformed += 1
-            return
-        if data[0] == 0xFF:
-            if n != self._cng_len:
-                self._cng_len, self._cng, self._silence = n, b"\xff" * n, bytes(n)
-            if data == self._cng:
-                data = self._silence
         if side == SIDE_READ:
             self.frames_in += 1
             self.last_frame = data
@@ -527,28 +515,37 @@ class Stream:
             else:
                 self.dropped += 1
 
+    def _take(self, recv) -> bytes | None:
+        """One datagram from FreeSWITCH, comfort noise (0xFF bytes) turned into silence; None
+        when there is none, or it is not L16 (counted), or the socket failed (stream stops)."""
+        try:
+            data = recv(8192)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return None
+        except OSError as exc:
+            self._frame_path_failed(exc)
+            return None
+        n = len(data)
+        if n & 1 or not n:
+            self.malformed += 1
+            return None
+        if data[0] == 0xFF:
+            if n != self._cng_len:
+                self._cng_len, self._cng, self._silence = n, b"\xff" * n, bytes(n)
+            if data == self._cng:
+                return self._silence
+        return data
+
     def _on_readable(self) -> None:
         """One FreeSWITCH frame -> (CNG to silence) -> [mix] -> resample -> N-ms chunks -> link.
 
         Called by the event loop itself (a libev io watcher), not by a greenlet: no greenlet
         switch and one recv per frame. It must never block, and never raise into the hub.
         """
-        try:
-            data = self._recv(8192)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return
-        except OSError as exc:
-            self._frame_path_failed(exc)
+        data = self._take(self._recv)
+        if data is None:
             return
         n = len(data)
-        if n & 1 or not n:
-            self.malformed += 1
-            return
-        if data[0] == 0xFF:
-            if n != self._cng_len:
-                self._cng_len, self._cng, self._silence = n, b"\xff" * n, bytes(n)
-            if data == self._cng:  # FreeSWITCH sends comfort noise as 0xFF bytes
-                data = self._silence
         self.frames_in += 1
         if self.paused:  # nothing goes out, but what plays goes on playing
             player = self._player
