@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Events kept while the ESL connection is down; beyond it the oldest are dropped (counted).
 UNSENT_MAX = 1000
+#: Routed events awaiting their return; beyond it the oldest are no longer watched.
+ROUTED_MAX = 10000
 
 CHANNEL_EVENTS = (
     "CHANNEL_PARK",
@@ -68,7 +70,10 @@ class Daemon:
             on_connect=self._on_esl_connect,
             command_timeout=cfg.esl_timeout,
         )
-        self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS)
+        # Our own events too: one routed through a parked channel is confirmed when it comes
+        # back, and fired again if the channel never fires it (see _confirm_routed).
+        self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
+                           intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max)
         self.streams: dict[str, Stream] = {}
         self._starting: set[str] = set()
@@ -79,6 +84,10 @@ class Daemon:
         self._tap_owners: dict[str, Stream] = {}  # tap channel uuid -> the stream it feeds
         self._unsent: deque = deque()  # events fired while ESL was down (see _keep_unsent)
         self.events_kept = 0
+        # events routed through a parked channel, until they come back: seq -> (uuid, ...)
+        self._routed: dict[int, tuple[str, str, str, dict[str, str] | None]] = {}
+        self._routed_seq = 0
+        self.events_refired = 0
         self._flusher: gevent.Greenlet | None = None
         self.events_failed = 0
         self.counters = Counters()  # read by metrics.py at scrape time
@@ -268,6 +277,12 @@ class Daemon:
         if not self.esl.connected:  # surely not sent: kept, and fired when FreeSWITCH is back
             self._keep_unsent(uuid, subclass, body, extra, state)
             return
+        if route is events.Route.VIA_CHANNEL:  # the park loop fires it, if the call stays
+            self._routed_seq += 1
+            headers[events.ROUTED_HEADER] = str(self._routed_seq)
+            if len(self._routed) >= ROUTED_MAX:
+                self._routed.pop(next(iter(self._routed)))
+            self._routed[self._routed_seq] = (uuid, subclass, body, extra)
         try:
             self.esl.sendevent("CUSTOM", headers, body)
         except ESLError as exc:  # maybe sent, maybe not: not fired twice
@@ -299,6 +314,33 @@ class Daemon:
         if sent:
             log.info("fired %d events kept while FreeSWITCH was not connected", sent)
 
+    def _refire_routed(self, uuid: str, why: str) -> None:
+        """Events queued to a channel that will never fire them: a call destroyed before its
+        park loop dequeued them, or one bridged (the bridge drops them: facts file). They were
+        not delivered (it delivers in order, so a delivered one came back before this event):
+        fire them again, on the route of the call's state now."""
+        stuck = [seq for seq, item in self._routed.items() if item[0] == uuid]
+        if not stuck:
+            return
+        state = events.CallState.GONE if why == "CHANNEL_DESTROY" else events.CallState.BUSY
+        for seq in stuck:
+            _, subclass, body, extra = self._routed.pop(seq)
+            self.events_refired += 1
+            self._intake.spawn(self._fire_as, uuid, subclass, body, extra, state)
+        log.info("%s: %d events the channel never fired (%s): fired again", uuid, len(stuck),
+                 why)
+
+    def _fire_as(self, uuid: str, subclass: str, body: str, extra: dict[str, str] | None,
+                 state: events.CallState) -> None:
+        headers = events.event_headers(events.route_for(state), uuid, subclass)
+        if extra:
+            headers.update(extra)
+        try:
+            self.esl.sendevent("CUSTOM", headers, body)
+        except ESLError as exc:
+            self.events_failed += 1
+            log.error("%s: could not fire %s: %s", uuid, subclass, exc)
+
     def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
         self._tap_owners[tap_uuid] = stream
 
@@ -318,6 +360,10 @@ class Daemon:
     def _on_event(self, event: Event) -> None:
         name = event.name
         if name == "CUSTOM" or (not name and event.subclass):
+            seq = event.get(events.ROUTED_HEADER)
+            if seq is not None:  # one of ours, delivered by the channel
+                self._routed.pop(int(seq) if seq.isdigit() else -1, None)
+                return
             found = intake.from_event(event)
             if found is not None:
                 self._intake.spawn(self._run_intake, found, _initial_state(event.headers))
@@ -329,6 +375,8 @@ class Daemon:
                 self._intake.spawn(self._run_intake, found, events.CallState.PARKED)
         elif name == "CHANNEL_DESTROY":
             self._auto_started.discard(event.uuid)
+        if name in ("CHANNEL_DESTROY", "CHANNEL_BRIDGE") and self._routed:
+            self._refire_routed(event.uuid, name)
         track = self._tracks.get(event.uuid)
         if track is None:
             if name == "CHANNEL_HANGUP" and event.uuid in self._tap_owners:

@@ -28,6 +28,10 @@ PLAY = "mod_audio_stream::play"
 
 #: Header naming the call in every event, whatever FreeSWITCH lets us put in Unique-ID.
 STREAM_UUID_HEADER = "Audio-Stream-UUID"
+#: On events routed through a parked channel: the daemon's number for it, so it can see the
+#: event come back and fire it again if the channel never does (a hang-up or a bridge first).
+ROUTED_HEADER = "Audio-Stream-Event"
+SUBCLASSES = (CONNECT, DISCONNECT, ERROR, JSON, PLAY)
 
 # libwsc's error numbering, used in mod_audio_stream's error events.
 WS_IO = 1

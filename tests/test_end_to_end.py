@@ -250,3 +250,27 @@ def test_events_fired_while_esl_is_down_go_out_when_it_is_back(esl, daemon, peer
     assert bodies == [{"n": 0}, {"n": 1}, {"n": 2}]  # all of them, in order
     assert not daemon._unsent and daemon.events_failed == 0
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_an_event_the_channel_never_fires_is_fired_again_after_the_hangup(
+        esl, daemon, peer, sim, monkeypatch):
+    """A json event routed through the parked call, and the call hangs up before its park loop
+    fires it: FreeSWITCH drops it with the session; the daemon sees it never came back and fires
+    it again once the call is destroyed. One that did come back is not fired twice."""
+    subscribe_stream_events(esl)
+    uuid = originate(esl)
+    assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) > 3)
+    peer.send_text(conn, json.dumps({"n": "delivered"}))
+    assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 1, 2)
+    assert wait_until(lambda: not daemon._routed, 2)  # it came back: nothing to fire again
+    monkeypatch.setattr(sim, "_dequeue_event", lambda ch: None)  # the park loop is too late
+    peer.send_text(conn, json.dumps({"n": "stuck"}))
+    assert wait_until(lambda: len(sim.channel(uuid).events) == 1, 2)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 2, 3)
+    bodies = [json.loads(e.body)["n"] for e in stream_events(esl, uuid, events.JSON)]
+    assert bodies == ["delivered", "stuck"] and daemon.events_refired == 1
+    refired = stream_events(esl, uuid, events.JSON)[-1]
+    assert refired.get("Unique-ID") == uuid  # fired at once, the session being gone
