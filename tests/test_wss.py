@@ -337,11 +337,11 @@ class AlertingTLSServer:
 def test_client_certificate_required_and_missing(esl, daemon, pki, mtls_peer, server):
     """TLS 1.3: the client's handshake completes before the server has checked the client's
     certificate; the refusal comes after, when the client is already reading the upgrade
-    response. So it is an I/O error (code 1) during the upgrade, not a handshake failure (8):
+    response, so it is not a handshake failure (8):
     - `websockets` (asyncio) closes the TCP connection without sending its alert: the client
-      reads a bare EOF, "connection closed during the WebSocket upgrade";
+      reads a bare EOF, "connection closed during the WebSocket upgrade": an I/O error (1);
     - a server that sends the alert (stdlib `ssl`, as OpenSSL-based servers do) gives
-      "WebSocket upgrade: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."."""
+      "WebSocket upgrade: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...": an SSL error (9)."""
     subscribe(esl)
     uuid = call_with(esl, f"STREAM_TLS_CA_FILE={pki.ca}")
     if server == "websockets":
@@ -350,6 +350,7 @@ def test_client_certificate_required_and_missing(esl, daemon, pki, mtls_peer, se
         assert err["error"] in ("connection closed during the WebSocket upgrade",
                                 "WebSocket upgrade: [Errno 104] Connection reset by peer"), err
         assert mtls_peer.connections == []
+        assert err["code"] == events.WS_IO == 1
     else:
         alerting = AlertingTLSServer(pki)
         try:
@@ -359,7 +360,7 @@ def test_client_certificate_required_and_missing(esl, daemon, pki, mtls_peer, se
         assert err["error"].startswith(
             "WebSocket upgrade: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]"), err
         assert alerting.errors and "PEER_DID_NOT_RETURN_A_CERTIFICATE" in alerting.errors[0]
-    assert err["code"] == events.WS_IO == 1
+        assert err["code"] == events.WS_SSL_ERROR == 9
     assert answer.endswith(err["error"] + "\n")
     esl.api(f"uuid_kill {uuid}")
 

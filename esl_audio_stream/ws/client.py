@@ -268,6 +268,9 @@ class WebSocketClient:
             self._connect_failed(WSError(WSErrorCode.TIMEOUT, f"timed out during {phase}"))
         except WSError as exc:
             self._connect_failed(exc)
+        except ssl.SSLError as exc:  # an alert after the handshake (TLS 1.3: a refused
+            # client certificate is only reported when the client reads): libwsc's SSL_ERROR
+            self._connect_failed(WSError(WSErrorCode.SSL_ERROR, f"{phase}: {exc}"))
         except OSError as exc:  # e.g. reset in the middle of the upgrade
             self._connect_failed(WSError(WSErrorCode.IO, f"{phase}: {exc}"))
         except BaseException:  # e.g. our owner killed the connecting greenlet: leak nothing
