@@ -3,6 +3,7 @@ demo end to end."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -17,6 +18,11 @@ from conftest import REAL_FS, wait_until
 from esl_audio_stream.esl.connection import ESLConnection
 
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
+#: FreeSWITCH-side ports of this file's daemon, apart from the other tests' (conftest: 12000-
+#: 15499, test_signals: 15500-15899), so suites running side by side do not collide.
+_BASE = 15900 + (os.getpid() % 2) * 50
+PORTS = {"ESL_AUDIO_STREAM_MEDIA_PORT_MIN": str(_BASE),
+         "ESL_AUDIO_STREAM_MEDIA_PORT_MAX": str(_BASE + 49)}
 
 
 def free_port() -> int:
@@ -52,7 +58,8 @@ def test_simulate_run_and_ctl_as_processes(peer, tmp_path):
     try:
         wait_port(esl_port)
         daemon = subprocess.Popen([*CLI, "run", "--esl", f"127.0.0.1:{esl_port}", "--control",
-                                   control], stderr=open(tmp_path / "daemon.log", "w"))  # noqa: SIM115
+                                   control], stderr=open(tmp_path / "daemon.log", "w"),  # noqa: SIM115
+                                  env={**os.environ, **PORTS})
         wait_port(control_port)
         esl = ESLConnection("127.0.0.1", esl_port)
         esl.start()
