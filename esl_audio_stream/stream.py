@@ -809,8 +809,13 @@ class Stream:
             self._wb_watcher.stop()
             self._wb_watcher.close()
             self._wb_watcher = None
-        if self._reopening is not None:
-            self._reopening.kill(block=False)
+        reopening = self._reopening
+        if reopening is not None and reopening is not gevent.getcurrent():
+            # Let it finish (it sees _stopping and closes what it made) rather than kill it in
+            # the middle of an originate whose tap channel would then be nobody's.
+            cfg = self.config
+            reopening.join(timeout=3 * cfg.esl_timeout + cfg.first_audio_timeout)
+            reopening.kill(block=False)
         self._close_taps()
         if self._resampler is not None:
             self._resampler.close()

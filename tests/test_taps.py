@@ -269,3 +269,17 @@ def test_displace_already_playing_when_taps_are_made_is_not_added_twice(esl, dae
     assert min(levels[:-2]) > 4000  # and it is there all along
     esl.api(f"uuid_kill {uuid}")
     assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+def test_a_stop_while_taps_are_being_made_again_leaves_no_tap(esl, daemon, peer, sim):
+    uuid = bridged_call(esl)
+    base = channels(esl)
+    start(daemon, peer, uuid, "stereo")
+    stream = daemon.streams[uuid]
+    esl.api(f"uuid_kill {stream._taps[0].uuid}")
+    assert wait_until(lambda: stream._reopening is not None, 2)
+    assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
+    assert wait_until(lambda: channels(esl) == base, 3)
+    gevent.sleep(0.5)
+    assert channels(esl) == base and not daemon._tap_owners and daemon.ports.in_use == 0
+    esl.api(f"uuid_kill {uuid}")
