@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import gevent
+import pytest
 from gevent import socket
 
 
@@ -216,3 +217,24 @@ def unicast_headers(local_port: int, remote_port: int) -> list[tuple[str, str]]:
     return [("call-command", "unicast"), ("local-ip", "127.0.0.1"),
             ("local-port", str(local_port)), ("remote-ip", "127.0.0.1"),
             ("remote-port", str(remote_port)), ("transport", "udp")]
+
+
+def simulator_fixtures(extensions: dict[str, str]):
+    """The `sim` (a started Simulator with these extensions) and `esl` (a RawEsl logged in to
+    it) fixtures of a test module: `sim, esl = simulator_fixtures({...})`."""
+    from esl_audio_stream.simulator import Simulator
+
+    @pytest.fixture
+    def sim():
+        s = Simulator(extensions=extensions)
+        s.start()
+        yield s
+        s.stop()
+
+    @pytest.fixture
+    def esl(sim):
+        c = RawEsl(sim.address)
+        yield c
+        c.close()
+
+    return sim, esl

@@ -12,7 +12,15 @@ import sys
 import gevent
 import pytest
 from gevent import socket
-from sim_helpers import RawEsl, UdpSink, free_udp_port, parse_event, unicast_headers, write_wav
+from sim_helpers import (
+    RawEsl,
+    UdpSink,
+    free_udp_port,
+    parse_event,
+    simulator_fixtures,
+    unicast_headers,
+    write_wav,
+)
 
 from esl_audio_stream.simulator import Simulator
 from esl_audio_stream.simulator.dialstring import parse_originate
@@ -23,19 +31,7 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 EXTENSIONS = {"1000": "tone:440", "2000": "echo", "3000": "silence"}
 
 
-@pytest.fixture
-def sim():
-    s = Simulator(extensions=EXTENSIONS)
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def esl(sim):
-    c = RawEsl(sim.address)
-    yield c
-    c.close()
+sim, esl = simulator_fixtures(EXTENSIONS)
 
 
 def api_raw(body: bytes) -> bytes:

@@ -10,28 +10,15 @@ import re
 
 import gevent
 import pytest
-from sim_helpers import RawEsl, UdpSink, write_wav
+from sim_helpers import UdpSink, simulator_fixtures, write_wav
 from test_simulator import UUID_RE, originate, start_unicast
 
 from esl_audio_stream.media.analysis import dominant_frequency, tone_amplitude
-from esl_audio_stream.simulator import Simulator
 
 EXTENSIONS = {"1000": "tone:440", "2000": "tone:1000", "3000": "silence"}
 
 
-@pytest.fixture
-def sim():
-    s = Simulator(extensions=EXTENSIONS)
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def esl(sim):
-    c = RawEsl(sim.address)
-    yield c
-    c.close()
+sim, esl = simulator_fixtures(EXTENSIONS)
 
 
 def bridged(esl) -> str:
