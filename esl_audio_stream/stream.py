@@ -152,7 +152,9 @@ class Stream:
         self._paced_here = True
         self._in_tap: set[object] = set()  # displaced files FreeSWITCH already puts in the tap
         self._taps_when_idle = False  # paused while playing: close the taps once it is over
-        self._reopening: gevent.Greenlet | None = None
+        #: The one greenlet changing the taps in the background (making them again after one
+        #: was killed, or closing them once a pause's playback is over); _release waits for it.
+        self._tap_job: gevent.Greenlet | None = None
         self.tap_reopens = 0
         self.tap_frames_skipped = 0  # read-tap frames dropped while the taps were lined up
 
@@ -319,9 +321,9 @@ class Stream:
     def tap_gone(self, tap_uuid: str) -> None:
         """A tap channel hung up without us (killed by someone, or its B leg failed): make them
         again, unless the stream or the call is ending anyway."""
-        if self._stopping or self._reopening is not None or not self._taps:
+        if self._stopping or self._tap_job is not None or not self._taps:
             return
-        self._reopening = gevent.spawn(self._reopen_taps, tap_uuid)
+        self._tap_job = gevent.spawn(self._reopen_taps, tap_uuid)
 
     def _reopen_taps(self, tap_uuid: str) -> None:
         try:
@@ -345,7 +347,7 @@ class Stream:
             else:
                 self._close_taps()
         finally:
-            self._reopening = None
+            self._tap_job = None
 
     def _on_tap_read(self, recv) -> None:
         self._tap_frame(recv, SIDE_READ)
@@ -384,14 +386,21 @@ class Stream:
                 write = _add(write, played, 2)
         elif self._taps_when_idle:
             self._taps_when_idle = False
-            gevent.spawn(self._pause_taps)
+            self._spawn_pause_taps()
         if self.paused:
             return
         self._emit(self._mixer.combine(read, write))
 
+    def _spawn_pause_taps(self) -> None:
+        if self._tap_job is None:
+            self._tap_job = gevent.spawn(self._pause_taps)
+
     def _pause_taps(self) -> None:
-        if self.paused and not self._stopping:
-            self._close_taps()
+        try:
+            if self.paused and not self._stopping:
+                self._close_taps()
+        finally:
+            self._tap_job = None
 
     def _on_write_back_clock(self) -> None:
         """taps + inject on a parked call: the call's own frames are only the clock that paces
@@ -553,7 +562,7 @@ class Stream:
                 player.next_frame()
             elif self._taps_when_idle:
                 self._taps_when_idle = False
-                gevent.spawn(self._pause_taps)
+                self._spawn_pause_taps()
             return
         self.last_frame = data
         t0 = perf_counter() if not self.frames_in & SAMPLE_MASK else 0.0
@@ -809,13 +818,13 @@ class Stream:
             self._wb_watcher.stop()
             self._wb_watcher.close()
             self._wb_watcher = None
-        reopening = self._reopening
-        if reopening is not None and reopening is not gevent.getcurrent():
+        job = self._tap_job
+        if job is not None and job is not gevent.getcurrent():
             # Let it finish (it sees _stopping and closes what it made) rather than kill it in
             # the middle of an originate whose tap channel would then be nobody's.
             cfg = self.config
-            reopening.join(timeout=3 * cfg.esl_timeout + cfg.first_audio_timeout)
-            reopening.kill(block=False)
+            job.join(timeout=3 * cfg.esl_timeout + cfg.first_audio_timeout)
+            job.kill(block=False)
         self._close_taps()
         if self._resampler is not None:
             self._resampler.close()

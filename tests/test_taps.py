@@ -277,9 +277,30 @@ def test_a_stop_while_taps_are_being_made_again_leaves_no_tap(esl, daemon, peer,
     start(daemon, peer, uuid, "stereo")
     stream = daemon.streams[uuid]
     esl.api(f"uuid_kill {stream._taps[0].uuid}")
-    assert wait_until(lambda: stream._reopening is not None, 2)
+    assert wait_until(lambda: stream._tap_job is not None, 2)
     assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
     assert wait_until(lambda: channels(esl) == base, 3)
     gevent.sleep(0.5)
     assert channels(esl) == base and not daemon._tap_owners and daemon.ports.in_use == 0
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_pause_while_playing_keeps_the_taps_until_it_has_played(esl, daemon, peer, sim):
+    """Displace playback is paced by the taps' frames: a pause keeps them until what plays has
+    played (the mark comes back), then closes them."""
+    uuid = bridged_call(esl)
+    base = channels(esl)
+    conn = start(daemon, peer, uuid, "mixed")
+    peer.send_text(conn, stream_audio(tone(1500, 0.8, 8000), 8000))
+    peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "end"}}))
+    stream = daemon.streams[uuid]
+    assert wait_until(lambda: stream._player is not None and stream._player.playing, 2)
+    assert daemon.execute(f"{uuid} pause") == "+OK Success\n"
+    gevent.sleep(0.2)
+    assert channels(esl) == base + 4  # still playing: the taps pace it
+    assert wait_until(lambda: any("playout" in t for t in conn.texts), 3)
+    assert wait_until(lambda: channels(esl) == base, 2)  # over: no tap runs idle
+    assert daemon.execute(f"{uuid} resume") == "+OK Success\n"
+    assert channels(esl) == base + 4
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
