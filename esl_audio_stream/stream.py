@@ -362,9 +362,12 @@ class Stream:
         if data is None:
             return
         n = len(data)
+        t0 = 0.0
         if side == SIDE_READ:
             self.frames_in += 1
             self.last_frame = data
+            if not self.frames_in & SAMPLE_MASK:  # the metrics' sampled frame time
+                t0 = perf_counter()
         try:
             if self._chunker is None:
                 self._setup_frames(n)
@@ -374,6 +377,8 @@ class Stream:
                 self._tap_pair(pair[0], pair[1])
         except Exception as exc:
             self._frame_path_failed(exc)
+        if t0:
+            self._frame_time.observe(perf_counter() - t0)
 
     def _tap_pair(self, read: bytes, write: bytes) -> None:
         """One aligned slot: what the daemon plays this slot is added to the write side unless
