@@ -264,6 +264,13 @@ class Daemon:
         a streamed call, else `state`, else the call is taken as gone)."""
         if subclass in (events.ERROR, events.DISCONNECT):
             self.counters.count_event(subclass, body)
+        self._route_and_send(uuid, subclass, body, extra, state)
+
+    def _route_and_send(self, uuid: str, subclass: str, body: str,
+                        extra: dict[str, str] | None, state: events.CallState | None) -> None:
+        if not self.esl.connected:  # surely not sent: kept, and fired when FreeSWITCH is back
+            self._keep_unsent(uuid, subclass, body, extra, state)
+            return
         track = self._tracks.get(uuid)
         if track is not None:
             state = track.state
@@ -271,12 +278,13 @@ class Daemon:
         if route is events.Route.WAIT_DESTROY:
             seen = track is not None and track.destroyed.wait(self.config.destroy_wait)
             route = events.Route.DIRECT if seen else events.Route.UNROUTED
+        self._send(uuid, subclass, body, extra, route)
+
+    def _send(self, uuid: str, subclass: str, body: str, extra: dict[str, str] | None,
+              route: events.Route) -> None:
         headers = events.event_headers(route, uuid, subclass)
         if extra:
             headers.update(extra)
-        if not self.esl.connected:  # surely not sent: kept, and fired when FreeSWITCH is back
-            self._keep_unsent(uuid, subclass, body, extra, state)
-            return
         if route is events.Route.VIA_CHANNEL:  # the park loop fires it, if the call stays
             self._routed_seq += 1
             headers[events.ROUTED_HEADER] = str(self._routed_seq)
@@ -308,8 +316,7 @@ class Daemon:
         """After a reconnect: the events kept while it was down, oldest first."""
         sent = 0
         while self._unsent and self.esl.connected:
-            uuid, subclass, body, extra, state = self._unsent.popleft()
-            self.fire(uuid, subclass, body, extra=extra, state=state)
+            self._route_and_send(*self._unsent.popleft())
             sent += 1
         if sent:
             log.info("fired %d events kept while FreeSWITCH was not connected", sent)
@@ -322,24 +329,14 @@ class Daemon:
         stuck = [seq for seq, item in self._routed.items() if item[0] == uuid]
         if not stuck:
             return
-        state = events.CallState.GONE if why == "CHANNEL_DESTROY" else events.CallState.BUSY
+        # destroyed: Unique-ID is fired at once; bridged: without it, or the bridge drops it
+        route = events.Route.DIRECT if why == "CHANNEL_DESTROY" else events.Route.UNROUTED
         for seq in stuck:
             _, subclass, body, extra = self._routed.pop(seq)
             self.events_refired += 1
-            self._intake.spawn(self._fire_as, uuid, subclass, body, extra, state)
+            self._intake.spawn(self._send, uuid, subclass, body, extra, route)
         log.info("%s: %d events the channel never fired (%s): fired again", uuid, len(stuck),
                  why)
-
-    def _fire_as(self, uuid: str, subclass: str, body: str, extra: dict[str, str] | None,
-                 state: events.CallState) -> None:
-        headers = events.event_headers(events.route_for(state), uuid, subclass)
-        if extra:
-            headers.update(extra)
-        try:
-            self.esl.sendevent("CUSTOM", headers, body)
-        except ESLError as exc:
-            self.events_failed += 1
-            log.error("%s: could not fire %s: %s", uuid, subclass, exc)
 
     def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
         self._tap_owners[tap_uuid] = stream

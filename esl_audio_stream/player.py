@@ -1,6 +1,6 @@
 """Audio from the endpoint, played into the call: the shell around media/playback.py.
 
-Mode `inject` (the default and, for now, the only one): each frame is written to FreeSWITCH's
+Mode `inject` (the default): each frame is written to FreeSWITCH's
 unicast write-back port, which plays it at once (facts file). Pacing comes for free and exactly:
 the stream asks for one frame per frame it receives from FreeSWITCH (`next_frame`), so playback
 runs on FreeSWITCH's own 20 ms clock, the outgoing stream never stops, a clear is instant, marks
@@ -94,7 +94,7 @@ class Player:
         self.chunks = 0
         self.mode = mode
         self._api = api
-        self._jobs = Group()  # uuid_displace commands under way (never run on the hub)
+        self._jobs = Group()  # FreeSWITCH commands under way (never run on the hub), restores
         self._displacing: object = None  # the file FreeSWITCH is displacing now
         # broadcast mode: files and marks waiting, the file FreeSWITCH plays now, and how to
         # bring the stream back once nothing is left to play
@@ -220,16 +220,11 @@ class Player:
         self._jobs.spawn(self._broadcast, path, size / (2 * self.channel_rate))
 
     def _broadcast(self, path: str, seconds: float) -> None:
-        if self._api is None:
-            return
-        try:
-            answer = self._api(f"uuid_broadcast {self.uuid} {path} aleg")
-        except Exception as exc:  # ESL down or timed out
-            answer = f"-ERR {exc}"
-        if not answer.startswith("+OK"):
-            self._error(f"uuid_broadcast {path}: {answer.strip()}")
+        # Marked before the command: its end event can come before this greenlet runs again.
+        was, self._suspended = self._suspended, True  # FreeSWITCH stops the stream (facts)
+        if not self._run(f"uuid_broadcast {self.uuid} {path} aleg"):
+            self._suspended = was
         else:  # its end is an event; if that never comes (ESL lost meanwhile), don't wait forever
-            self._suspended = True  # FreeSWITCH stops the stream for it (facts file)
             gevent.sleep(seconds + BROADCAST_GRACE)
             if self._broadcasting != path:
                 return
@@ -304,7 +299,7 @@ class Player:
             self._pending.clear()
             self._pending_bytes = 0
             if self._broadcasting is not None:  # its end comes as an event: then the restore
-                self._jobs.spawn(self._api_quiet, f"uuid_break {self.uuid} all")
+                self._jobs.spawn(self._run, f"uuid_break {self.uuid} all")
         if self._displacing is not None:
             self._jobs.spawn(self._displace, "stop", self._displacing)
             self._displacing = None
@@ -313,26 +308,23 @@ class Player:
                 resampler.reset()
 
     def _displace(self, action: str, path: object) -> None:
-        if self._api is None:
-            return
-        args = f"{self.uuid} {action} {path}" + (" 0 mux" if action == "start" else "")
-        try:
-            answer = self._api(f"uuid_displace {args}")
-        except Exception as exc:  # ESL down or timed out: say so, the stream goes on
-            answer = f"-ERR {exc}"
-        if not answer.startswith("+OK"):
-            self._error(f"uuid_displace {action} {path}: {answer.strip()}")
+        self._run(f"uuid_displace {self.uuid} {action} {path}"
+                  + (" 0 mux" if action == "start" else ""))
 
-    def _api_quiet(self, command: str) -> None:
+    def _run(self, command: str) -> bool:
+        """One FreeSWITCH api command; a refusal is an error event (the stream goes on)."""
         if self._api is None:
-            return
+            return False
         try:
             answer = self._api(command)
-        except Exception as exc:
+        except Exception as exc:  # ESL down or timed out
             answer = f"-ERR {exc}"
         # uuid_break prints nothing when it worked, which mod_event_socket turns into this
         if answer.startswith("-") and not answer.startswith("-ERR no reply"):
-            self._error(f"{command.split(' ', 1)[0]}: {answer.strip()}")
+            name, _, args = command.partition(" ")
+            self._error(f"{name} {args.partition(' ')[2]}: {answer.strip()}")
+            return False
+        return True
 
     def close(self, hung_up: bool = False) -> None:
         """Stop, hang-up, shutdown: nothing queued survives, no file is left (FreeSWITCH is
@@ -342,7 +334,7 @@ class Player:
             self._displace("stop", self._displacing)
         self._displacing = None
         if self._broadcasting is not None and not hung_up:
-            self._api_quiet(f"uuid_break {self.uuid} all")
+            self._run(f"uuid_break {self.uuid} all")
         self._broadcasting = None
         self._pending.clear()
         self.queue.clear()

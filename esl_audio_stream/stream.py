@@ -383,18 +383,24 @@ class Stream:
     def _tap_pair(self, read: bytes, write: bytes) -> None:
         """One aligned slot: what the daemon plays this slot is added to the write side unless
         FreeSWITCH already has it there (inject: the write tap carries it)."""
-        player = self._player
-        if player is not None and self._paced_here and player.queue.playing:
-            played = player.next_frame()
-            if (played is not None and len(played) == len(write)
-                    and player.queue.tag not in self._in_tap):
-                write = _add(write, played, 2)
-        elif self._taps_when_idle:
-            self._taps_when_idle = False
-            self._spawn_pause_taps()
+        played = self._play_slot()
+        if (played is not None and len(played) == len(write)
+                and self._player.queue.tag not in self._in_tap):
+            write = _add(write, played, 2)
         if self.paused:
             return
         self._emit(self._mixer.combine(read, write))
+
+    def _play_slot(self) -> bytes | None:
+        """This slot's frame of the playback, when the frames here pace it (None otherwise, or
+        when nothing plays); once what played through a pause is over, the taps go."""
+        player = self._player
+        if player is not None and self._paced_here and player.queue.playing:
+            return player.next_frame()
+        if self._taps_when_idle:
+            self._taps_when_idle = False
+            self._spawn_pause_taps()
+        return None
 
     def _spawn_pause_taps(self) -> None:
         if self._tap_job is None:
@@ -562,12 +568,7 @@ class Stream:
         n = len(data)
         self.frames_in += 1
         if self.paused:  # nothing goes out, but what plays goes on playing
-            player = self._player
-            if player is not None and self._paced_here and player.queue.playing:
-                player.next_frame()
-            elif self._taps_when_idle:
-                self._taps_when_idle = False
-                self._spawn_pause_taps()
+            self._play_slot()
             return
         self.last_frame = data
         t0 = perf_counter() if not self.frames_in & SAMPLE_MASK else 0.0
