@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .config import (
+from .app.config import (
     ENV_PREFIX,
     EXAMPLE,
     ConfigError,
@@ -23,10 +22,11 @@ from .config import (
     render,
     resolve,
 )
-from .settings import SettingsError
+from .app.settings import SettingsError
+from .ops.client import control_http, control_request
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .app.daemon import Daemon
 
 DEFAULT_CONTROL = "127.0.0.1:8089"
 TOKEN_ENV = "ESL_AUDIO_STREAM_CONTROL_TOKEN"
@@ -133,7 +133,7 @@ def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .app.daemon import Daemon
 
     _setup_logging(ns.verbose)
     log = _log
@@ -194,29 +194,6 @@ def cmd_config(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _control_http(control: str, method: str, path: str, body: bytes | None = None,
-                  token: str | None = None, timeout: float = 30.0) -> tuple[int, str]:
-    """One request to a daemon's control endpoint: (HTTP status, body text)."""
-    host, port = parse_hostport(control, 8089)
-    headers = {"Content-Type": "text/plain; charset=utf-8"} if body is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
-
-
-def control_request(control: str, args: str, timeout: float = 30.0,
-                    token: str | None = None) -> str:
-    """POST one argument string to a daemon's control endpoint; return its answer."""
-    return _control_http(control, "POST", "/api/uuid_audio_stream",
-                         args.encode("utf-8", "surrogateescape"), token, timeout)[1]
-
-
 def cmd_ctl(ns: argparse.Namespace) -> int:
     args = " ".join(ns.args)
     try:
@@ -229,10 +206,10 @@ def cmd_ctl(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    from .status import format_table
+    from .ops.status import format_table
 
     try:
-        code, text = _control_http(ns.control, "GET", "/streams", token=ns.token, timeout=10)
+        code, text = control_http(ns.control, "GET", "/streams", token=ns.token, timeout=10)
     except OSError as exc:
         print(f"-ERR cannot reach the daemon at {ns.control}: {exc}", file=sys.stderr)
         return 2
@@ -253,7 +230,7 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
-    from .simulator import run_simulator
+    from .dev.simulator import run_simulator
 
     _setup_logging(ns.verbose)
     host, port = parse_hostport(ns.esl, 8021)
@@ -270,14 +247,14 @@ def _parse_pair(text: str) -> tuple[str, str]:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .dev.demo import run_demo
 
     _setup_logging(ns.verbose)
     return run_demo(seconds=ns.seconds, out_dir=ns.out)
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
                      source=ns.source, mix=ns.mix)

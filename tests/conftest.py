@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from wspeer import WSPeer
 
-from esl_audio_stream.config import DaemonConfig
-from esl_audio_stream.daemon import Daemon
+from esl_audio_stream.app.config import DaemonConfig
+from esl_audio_stream.app.daemon import Daemon
 from esl_audio_stream.esl.connection import ESLConnection
 
 REAL_FS = os.environ.get("EAS_REAL_FREESWITCH", "")
@@ -42,7 +42,7 @@ def fs():
         host, port, password = REAL_FS.split(":", 2)
         yield host, int(port), password, None
         return
-    from esl_audio_stream.simulator import Simulator
+    from esl_audio_stream.dev.simulator import Simulator
 
     sim = Simulator(port=0, extensions=EXTENSIONS)
     sim.start()

@@ -222,7 +222,7 @@ def unicast_headers(local_port: int, remote_port: int) -> list[tuple[str, str]]:
 def simulator_fixtures(extensions: dict[str, str]):
     """The `sim` (a started Simulator with these extensions) and `esl` (a RawEsl logged in to
     it) fixtures of a test module: `sim, esl = simulator_fixtures({...})`."""
-    from esl_audio_stream.simulator import Simulator
+    from esl_audio_stream.dev.simulator import Simulator
 
     @pytest.fixture
     def sim():

@@ -13,8 +13,8 @@ import gevent
 from conftest import wait_until
 from test_inject import call_with_mode, start, stream_audio, tone
 
-from esl_audio_stream import events
-from esl_audio_stream.simulator.api import execute
+from esl_audio_stream.app import events
+from esl_audio_stream.dev.simulator.api import execute
 
 
 def marks(conn) -> list[dict]:
@@ -96,8 +96,8 @@ def test_simulator_uuid_break_answers_as_freeswitch(sim):
 def test_a_refused_broadcast_is_an_error_and_the_queue_goes_on(tmp_path, monkeypatch):
     """No FreeSWITCH needed: the player's broadcast logic with an api that refuses the first
     file, and a watchdog for an end that never comes."""
-    from esl_audio_stream import player as player_mod
-    from esl_audio_stream.player import Player
+    from esl_audio_stream.call import player as player_mod
+    from esl_audio_stream.call.player import Player
 
     monkeypatch.setattr(player_mod, "BROADCAST_GRACE", 0.2)
     calls, fired, texts, restored = [], [], [], []

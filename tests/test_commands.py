@@ -2,8 +2,8 @@
 
 import pytest
 
-from esl_audio_stream import commands
-from esl_audio_stream.commands import CommandError, Start, parse_command
+from esl_audio_stream.app import commands
+from esl_audio_stream.app.commands import CommandError, Start, parse_command
 
 UUID = "0b4c6d3e-1111-2222-3333-444455556666"
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from esl_audio_stream.config import (
+from esl_audio_stream.app.config import (
     EXAMPLE,
     MASK,
     ConfigError,
@@ -18,7 +18,7 @@ from esl_audio_stream.config import (
     render,
     resolve,
 )
-from esl_audio_stream.settings import PLAYBACK_MODES, StreamSettings
+from esl_audio_stream.app.settings import PLAYBACK_MODES, StreamSettings
 
 
 def error(source=None, env=None, overrides=None) -> ConfigError:

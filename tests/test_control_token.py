@@ -12,8 +12,8 @@ from httpc import feed_messages, feed_until_closed, request
 from test_end_to_end import originate
 from websockets.exceptions import InvalidStatus
 
-from esl_audio_stream.config import DaemonConfig
-from esl_audio_stream.daemon import Daemon
+from esl_audio_stream.app.config import DaemonConfig
+from esl_audio_stream.app.daemon import Daemon
 
 TOKEN = "s3cret token/with;odd=chars"
 

@@ -11,7 +11,7 @@ from array import array
 
 import pytest
 
-from esl_audio_stream.media.analysis import dominant_frequency
+from esl_audio_stream.dev.analysis import dominant_frequency
 from esl_audio_stream.media.decode import (
     Chunk,
     DecodeError,

@@ -12,9 +12,9 @@ import gevent
 import pytest
 from conftest import wait_until
 
-from esl_audio_stream import events
-from esl_audio_stream.media.analysis import dominant_frequency
-from esl_audio_stream.stream import Stream
+from esl_audio_stream.app import events
+from esl_audio_stream.call.stream import Stream
+from esl_audio_stream.dev.analysis import dominant_frequency
 
 
 def originate(esl, ext: str = "1000", rate: int = 8000, app: str = "&park()") -> str:

@@ -2,8 +2,8 @@
 
 import json
 
-from esl_audio_stream import events
-from esl_audio_stream.events import CallState, Route
+from esl_audio_stream.app import events
+from esl_audio_stream.app.events import CallState, Route
 
 
 def test_bodies_are_mod_audio_streams():

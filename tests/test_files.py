@@ -12,7 +12,7 @@ import wave
 
 import pytest
 
-from esl_audio_stream.media.analysis import dominant_frequency
+from esl_audio_stream.dev.analysis import dominant_frequency
 from esl_audio_stream.media.decode import Chunk, decode_binary, decode_stream_audio
 from esl_audio_stream.media.files import (
     CallFiles,

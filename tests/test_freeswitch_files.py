@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from esl_audio_stream import commands, intake
-from esl_audio_stream.config import EXAMPLE, DaemonConfig, is_loopback, load_config
+from esl_audio_stream.app import commands, intake
+from esl_audio_stream.app.config import EXAMPLE, DaemonConfig, is_loopback, load_config
+from esl_audio_stream.app.settings import VARIABLES, settings_from_variables
 from esl_audio_stream.esl.protocol import Event
-from esl_audio_stream.settings import VARIABLES, settings_from_variables
 
 FREESWITCH = Path(__file__).resolve().parent.parent / "freeswitch"
 XML_FILES = sorted(FREESWITCH.rglob("*.xml"))

@@ -18,8 +18,8 @@ import soundfile
 from conftest import wait_until
 from test_end_to_end import originate
 
-from esl_audio_stream import events
-from esl_audio_stream.media.analysis import dominant_frequency
+from esl_audio_stream.app import events
+from esl_audio_stream.dev.analysis import dominant_frequency
 
 
 def tone(freq: float, seconds: float, rate: int, amp: int = 8000) -> bytes:

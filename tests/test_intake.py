@@ -6,7 +6,7 @@ import gevent
 from conftest import wait_until
 from test_end_to_end import originate
 
-from esl_audio_stream import intake
+from esl_audio_stream.app import intake
 from esl_audio_stream.esl.protocol import Event
 
 

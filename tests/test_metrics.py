@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_end_to_end import originate
 from wspeer import WSPeer
 
-from esl_audio_stream import events
-from esl_audio_stream.metrics import SAMPLE_EVERY, Counters, FrameTimer
-from esl_audio_stream.status import FLOOR_DB, format_table, level_db
+from esl_audio_stream.app import events
+from esl_audio_stream.ops.metrics import SAMPLE_EVERY, Counters, FrameTimer
+from esl_audio_stream.ops.status import FLOOR_DB, format_table, level_db
 
 P = "esl_audio_stream_"
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import wait_until
 from wspeer import WSPeer
 
-from esl_audio_stream import events
-from esl_audio_stream.link import Link
+from esl_audio_stream.app import events
+from esl_audio_stream.call.link import Link
 
 
 def parked_call(esl, variables: str = "") -> str:

@@ -8,7 +8,7 @@ from array import array
 
 import pytest
 
-from esl_audio_stream.media.analysis import dominant_frequency
+from esl_audio_stream.dev.analysis import dominant_frequency
 from esl_audio_stream.media.resample import DEFAULT_QUALITY, Resampler, make_resampler
 
 

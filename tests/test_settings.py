@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from esl_audio_stream.settings import (
+from esl_audio_stream.app.settings import (
     VARIABLES,
     SettingsError,
     StreamSettings,
@@ -223,7 +223,7 @@ def test_buffer_size_bad_channel_value_falls_back_to_20_not_the_daemon_default()
 
 
 def test_buffer_size_warns_through_logging_by_default(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="esl_audio_stream.settings"):
+    with caplog.at_level("WARNING", logger="esl_audio_stream.app.settings"):
         assert settings_from_variables({"STREAM_BUFFER_SIZE": "30"}).buffer_ms == 20
     assert "STREAM_BUFFER_SIZE: '30' is not a multiple of 20 ms" in caplog.text
 

@@ -20,12 +20,12 @@ from test_end_to_end import originate
 from test_inject import stream_audio, tone
 from test_processes import free_port, wait_port
 
-from esl_audio_stream import events
-from esl_audio_stream.cli import control_request
-from esl_audio_stream.config import DaemonConfig, load_config
-from esl_audio_stream.daemon import Daemon
+from esl_audio_stream.app import events
+from esl_audio_stream.app.config import DaemonConfig, load_config
+from esl_audio_stream.app.daemon import Daemon
+from esl_audio_stream.app.settings import StreamSettings
 from esl_audio_stream.esl.connection import ESLConnection
-from esl_audio_stream.settings import StreamSettings
+from esl_audio_stream.ops.client import control_request
 
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
 #: FreeSWITCH-side unicast ports of these tests (the conftest daemon uses 12000-15499).

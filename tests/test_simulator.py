@@ -22,10 +22,10 @@ from sim_helpers import (
     write_wav,
 )
 
-from esl_audio_stream.simulator import Simulator
-from esl_audio_stream.simulator.dialstring import parse_originate
-from esl_audio_stream.simulator.events import Event, url_encode
-from esl_audio_stream.simulator.packets import PacketReader
+from esl_audio_stream.dev.simulator import Simulator
+from esl_audio_stream.dev.simulator.dialstring import parse_originate
+from esl_audio_stream.dev.simulator.events import Event, url_encode
+from esl_audio_stream.dev.simulator.packets import PacketReader
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 EXTENSIONS = {"1000": "tone:440", "2000": "echo", "3000": "silence"}
@@ -510,7 +510,7 @@ def test_filter_and_json_format(sim, esl):
 
 def test_run_simulator_stops_on_sigterm():
     port = free_udp_port()  # any free number; TCP on the same number is almost surely free
-    code = ("from esl_audio_stream.simulator import run_simulator; "
+    code = ("from esl_audio_stream.dev.simulator import run_simulator; "
             f"run_simulator('127.0.0.1', {port}, 'pw', {{'1000': 'tone:440'}})")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:

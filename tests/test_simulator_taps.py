@@ -13,7 +13,7 @@ import pytest
 from sim_helpers import UdpSink, simulator_fixtures, write_wav
 from test_simulator import UUID_RE, originate, start_unicast
 
-from esl_audio_stream.media.analysis import dominant_frequency, tone_amplitude
+from esl_audio_stream.dev.analysis import dominant_frequency, tone_amplitude
 
 EXTENSIONS = {"1000": "tone:440", "2000": "tone:1000", "3000": "silence"}
 

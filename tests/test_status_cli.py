@@ -14,7 +14,7 @@ from gevent import subprocess
 from test_control_token import TOKEN, make_daemon
 from test_end_to_end import originate
 
-from esl_audio_stream.status import COLUMNS
+from esl_audio_stream.ops.status import COLUMNS
 
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import wait_until
 from test_end_to_end import originate
 
-from esl_audio_stream.media.analysis import dominant_frequency
-from esl_audio_stream.settings import StreamSettings
+from esl_audio_stream.app.settings import StreamSettings
+from esl_audio_stream.dev.analysis import dominant_frequency
 
 
 def call_with(esl, variables: str, ext: str = "1000", rate: int = 8000) -> str:
@@ -186,7 +186,7 @@ def test_http_refusal_is_an_error_event_with_http_status(esl, daemon):
 
     from gevent.server import StreamServer
 
-    from esl_audio_stream import events
+    from esl_audio_stream.app import events
 
     def refuse(sock, _addr):
         sock.recv(4096)

@@ -16,10 +16,10 @@ import pytest
 from conftest import wait_until
 from test_inject import stream_audio, tone
 
-from esl_audio_stream import events, intake
+from esl_audio_stream.app import events, intake
+from esl_audio_stream.call.taps import TAP_OF_VAR, TAP_VAR, tap_originate
+from esl_audio_stream.dev.analysis import tone_amplitude
 from esl_audio_stream.esl.protocol import Event
-from esl_audio_stream.media.analysis import tone_amplitude
-from esl_audio_stream.taps import TAP_OF_VAR, TAP_VAR, tap_originate
 
 
 def bridged_call(esl, rate: int = 8000, extra: str = "") -> str:

@@ -19,7 +19,7 @@ import pytest
 from pki import PKIUnavailable, make_pki, openssl
 from websockets.asyncio.server import serve
 
-from esl_audio_stream.settings import SettingsError, StreamSettings, settings_from_variables
+from esl_audio_stream.app.settings import SettingsError, StreamSettings, settings_from_variables
 from esl_audio_stream.ws.client import WebSocketClient
 from esl_audio_stream.ws.tls import clear_cache, make_ssl_context
 

@@ -40,7 +40,7 @@ from pki import PKI, PKIUnavailable, make_pki
 from websockets.asyncio.server import serve
 from wspeer import WSPeer
 
-from esl_audio_stream import events
+from esl_audio_stream.app import events
 from esl_audio_stream.media.unicast import PortPool
 from esl_audio_stream.ws.client import SEND_BUFFER
 from esl_audio_stream.ws.tls import clear_cache

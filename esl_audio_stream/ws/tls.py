@@ -18,7 +18,7 @@ import re
 import ssl
 from collections import OrderedDict
 
-from ..settings import SettingsError, StreamSettings, check_client_cert
+from ..app.settings import SettingsError, StreamSettings, check_client_cert
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import gevent
 
-from . import events
-from .cli import control_request
-from .config import DaemonConfig
-from .daemon import Daemon
-from .esl.connection import ESLConnection
-from .esl.protocol import Event
-from .media.analysis import dominant_frequency
+from ..app import events
+from ..app.config import DaemonConfig
+from ..app.daemon import Daemon
+from ..esl.connection import ESLConnection
+from ..esl.protocol import Event
+from ..ops.client import control_request
+from .analysis import dominant_frequency
 from .simulator import Simulator
 from .sink import AudioSink
 

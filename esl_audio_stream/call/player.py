@@ -37,8 +37,8 @@ from pathlib import Path
 import gevent
 from gevent.pool import Group
 
-from . import events
-from .media.decode import (
+from ..app import events
+from ..media.decode import (
     Chunk,
     DecodeError,
     decode_binary,
@@ -46,9 +46,9 @@ from .media.decode import (
     mark_name,
     parse_message,
 )
-from .media.files import CallFiles, play_event_body
-from .media.playback import PlaybackQueue
-from .media.resample import Resampler, make_resampler
+from ..media.files import CallFiles, play_event_body
+from ..media.playback import PlaybackQueue
+from ..media.resample import Resampler, make_resampler
 
 log = logging.getLogger(__name__)
 

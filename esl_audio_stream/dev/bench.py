@@ -76,8 +76,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     two for stereo/mixed), as for a bridged call, so the two costs can be set side by side."""
     import gevent
 
-    from .cli import control_request
-    from .esl.connection import ESLConnection
+    from ..esl.connection import ESLConnection
+    from ..ops.client import control_request
     from .simulator import Simulator
 
     workdir = Path(tempfile.mkdtemp(prefix="eas-bench-"))
@@ -85,7 +85,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     sim.start()
     control = f"127.0.0.1:{_free_port()}"
     port_file, result_file = workdir / "sink.port", workdir / "sink.json"
-    sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.bench", "--sink",
+    sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.dev.bench", "--sink",
                              str(port_file), str(result_file)])
     daemon = subprocess.Popen(
         [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
@@ -172,7 +172,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
 def _sender(sim, uuid: str):
     """The channel whose datagrams carry the call's caller: the call itself, or its read tap
     (which records send times when its target does)."""
-    from .taps import TAP_OF_VAR, TAP_VAR
+    from ..call.taps import TAP_OF_VAR, TAP_VAR
 
     for ch in list(sim._all.values()) + list(sim._ended.values()):
         if (ch.leg == "a" and ch.variables.get(TAP_OF_VAR) == uuid
@@ -196,5 +196,6 @@ def _get_streams(control: str) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--sink":
         sys.exit(run_sink(sys.argv[2], sys.argv[3]))
-    print("usage: python -m esl_audio_stream.bench --sink PORT_FILE RESULT_FILE", file=sys.stderr)
+    print("usage: python -m esl_audio_stream.dev.bench --sink PORT_FILE RESULT_FILE",
+          file=sys.stderr)
     sys.exit(2)

@@ -42,7 +42,7 @@ from geventwebsocket.handler import WebSocketHandler
 from . import metrics, status
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lt
     import audioop
 
 if TYPE_CHECKING:
-    from .stream import Stream
+    from ..call.stream import Stream
 
 #: The table's columns, in order (`esl-audio-stream status`, the status page).
 COLUMNS = ("uuid", "url", "mix", "rate", "state", "seconds", "frames", "dropped", "reconnects")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .esl.protocol import Event
-from .taps import TAP_VAR
+from ..call.taps import TAP_VAR
+from ..esl.protocol import Event
 
 COMMAND_SUBCLASS = "esl_audio_stream::command"
 REPLY_SUBCLASS = "esl_audio_stream::reply"

@@ -16,12 +16,12 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from .esl.connection import ESLError
-from .media.unicast import UnicastEndpoint
+from ..esl.connection import ESLError
+from ..media.unicast import UnicastEndpoint
 
 if TYPE_CHECKING:
-    from .esl.connection import ESLConnection
-    from .media.unicast import PortPool
+    from ..esl.connection import ESLConnection
+    from ..media.unicast import PortPool
 
 log = logging.getLogger(__name__)
 

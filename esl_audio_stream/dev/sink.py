@@ -28,8 +28,8 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
-from .ws._mask import ffi as _mask_ffi
-from .ws._mask import lib as _mask_lib
+from ..ws._mask import ffi as _mask_ffi
+from ..ws._mask import lib as _mask_lib
 
 log = logging.getLogger(__name__)
 

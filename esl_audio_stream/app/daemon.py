@@ -16,17 +16,17 @@ import gevent
 import gevent.event
 from gevent.pool import Group
 
+from ..call.stream import Stream
+from ..esl.connection import ESLConnection, ESLError
+from ..esl.protocol import Event
+from ..media.files import clean_base
+from ..media.unicast import PortPool
+from ..ops.metrics import Counters
+from ..ws.tls import make_ssl_context
 from . import commands, events, intake
 from .commands import CommandError
 from .config import DaemonConfig, changed_keys, reloadable
-from .esl.connection import ESLConnection, ESLError
-from .esl.protocol import Event
-from .media.files import clean_base
-from .media.unicast import PortPool
-from .metrics import Counters
 from .settings import SettingsError, settings_from_variables, variables_from_dump
-from .stream import Stream
-from .ws.tls import make_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class Daemon:
         self.events_failed = 0
         self.counters = Counters()  # read by metrics.py at scrape time
         self._closing = False
-        from .control import ControlServer  # control imports nothing of ours but the daemon API
+        from ..ops.control import (
+            ControlServer,  # control imports nothing of ours but the daemon API
+        )
 
         self.control = ControlServer(self, cfg.control_host, cfg.control_port)
 

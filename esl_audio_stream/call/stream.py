@@ -27,29 +27,29 @@ from typing import TYPE_CHECKING, Protocol
 import gevent
 import gevent.event
 
-from . import events
-from .commands import CommandError, Start
-from .esl.connection import ESLError
+from ..app import events
+from ..app.commands import CommandError, Start
+from ..app.settings import SettingsError, StreamSettings
+from ..esl.connection import ESLError
+from ..media.align import READ as SIDE_READ
+from ..media.align import WRITE as SIDE_WRITE
+from ..media.align import TapAligner
+from ..media.frames import Chunker, chunk_pattern
+from ..media.mix import FrameClock, Mixer
+from ..media.resample import make_resampler
+from ..media.unicast import UnicastEndpoint
+from ..ops.metrics import SAMPLE_MASK
+from ..ws.client import WSError
+from ..ws.tls import make_ssl_context
 from .link import Link
-from .media.align import READ as SIDE_READ
-from .media.align import WRITE as SIDE_WRITE
-from .media.align import TapAligner
-from .media.frames import Chunker, chunk_pattern
-from .media.mix import FrameClock, Mixer
-from .media.resample import make_resampler
-from .media.unicast import UnicastEndpoint
-from .metrics import SAMPLE_MASK
 from .player import Player
-from .settings import SettingsError, StreamSettings
 from .taps import READ, WRITE, Tap, TapError
-from .ws.client import WSError
-from .ws.tls import make_ssl_context
 
 if TYPE_CHECKING:
-    from .config import DaemonConfig
-    from .esl.connection import ESLConnection
-    from .media.unicast import PortPool
-    from .metrics import Counters
+    from ..app.config import DaemonConfig
+    from ..esl.connection import ESLConnection
+    from ..media.unicast import PortPool
+    from ..ops.metrics import Counters
 
 with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from . import events
-from .ws.client import WebSocketClient, WSError
+from ..app import events
+from ..ws.client import WebSocketClient, WSError
 
 if TYPE_CHECKING:
     import ssl

@@ -26,11 +26,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from . import events
+from ..app import events
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
-    from .stream import Stream
+    from ..app.daemon import Daemon
+    from ..call.stream import Stream
 
 PREFIX = "esl_audio_stream_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
