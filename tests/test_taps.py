@@ -304,3 +304,38 @@ def test_pause_while_playing_keeps_the_taps_until_it_has_played(esl, daemon, pee
     assert channels(esl) == base + 4
     esl.api(f"uuid_kill {uuid}")
     assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the refused write-back's port is kept")
+def test_a_refused_write_back_unicast_gives_its_port_back(esl, daemon, peer, sim, monkeypatch):
+    """taps + inject on a parked call: the write-back unicast is asked for on the first audio
+    from the endpoint. When FreeSWITCH cannot be asked (ESL fails), that port and socket are
+    given back at once; the next audio tries again; nothing is left after the stop."""
+    from esl_audio_stream.esl.connection import ESLError
+
+    answer = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
+                     "&park()")
+    uuid = answer.split()[1]
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    conn = start(daemon, peer, uuid, "mono")
+    taps_ports = daemon.ports.in_use  # the read tap's
+    real = daemon.esl.sendmsg
+    refused: list[str] = []
+
+    def sendmsg(target, headers, *args, **kwargs):
+        if target == uuid and not refused:  # the call's own unicast, once
+            refused.append(target)
+            raise ESLError("not connected to FreeSWITCH")
+        return real(target, headers, *args, **kwargs)
+
+    monkeypatch.setattr(daemon.esl, "sendmsg", sendmsg)
+    peer.send_text(conn, stream_audio(tone(1500, 0.2, 8000), 8000))
+    assert wait_until(lambda: refused, 3)
+    gevent.sleep(0.2)
+    assert daemon.ports.in_use == taps_ports  # nothing kept for the refused write-back
+    peer.send_text(conn, stream_audio(tone(1500, 0.4, 8000), 8000))
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 6400, 3)  # the retry plays
+    assert daemon.ports.in_use == taps_ports + 1
+    assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
+    assert wait_until(lambda: daemon.ports.in_use == 0, 3), daemon.ports.in_use
+    esl.api(f"uuid_kill {uuid}")

@@ -1,0 +1,1 @@
+"""Helpers the test modules share (peers, fixtures' building blocks); never tests themselves."""
