@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .app.config import (
     ENV_PREFIX,
     EXAMPLE,
+    FLAGS,
     ConfigError,
     DaemonConfig,
     Resolved,
@@ -88,9 +89,10 @@ class _Signals:
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, str]:
-    """The run flags as load_config overrides ("section.key" -> text)."""
+    """The run flags as load_config overrides ("section.key" -> text): the table's one-key
+    flags (config.FLAGS), and the two that are more than one key."""
     out: dict[str, str] = {}
-    if ns.esl is not None:
+    if ns.esl is not None:  # HOST[:PORT]: esl.host and, when given, esl.port
         try:
             host, port = parse_hostport(ns.esl, -1)
         except ValueError as exc:
@@ -98,11 +100,11 @@ def _overrides(ns: argparse.Namespace) -> dict[str, str]:
         out["esl.host"] = host
         if port >= 0:
             out["esl.port"] = str(port)
-    if ns.esl_password is not None:
-        out["esl.password"] = ns.esl_password
-    if ns.control is not None:
-        out["control.listen"] = ns.control
-    for pair in ns.stream_default:
+    for flag, key in FLAGS.items():
+        value = getattr(ns, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            out[key] = value
+    for pair in ns.stream_default:  # STREAM_X=VALUE: any [stream_defaults] key
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise ConfigError("--stream-default", f"want STREAM_X=VALUE, got {pair!r}")
