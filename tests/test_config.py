@@ -3,22 +3,32 @@ named by its key; the example; what a reload may change."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import tomllib
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 
 import pytest
 
 from esl_audio_stream.app.config import (
     EXAMPLE,
+    FLAGS,
     MASK,
+    RESTART_FIELDS,
+    SECTIONS,
+    SETTINGS,
     ConfigError,
     DaemonConfig,
+    changed_keys,
     load_config,
     reloadable,
     render,
     resolve,
 )
+from esl_audio_stream.app.config_layers import coerce
+from esl_audio_stream.app.config_table import SECTION_KEYS
 from esl_audio_stream.app.settings import PLAYBACK_MODES, StreamSettings
+from esl_audio_stream.cli import _overrides, build_parser
 
 
 def error(source=None, env=None, overrides=None) -> ConfigError:
@@ -266,3 +276,93 @@ def test_a_reload_keeps_what_needs_a_restart():
 def test_files_group_reaches_the_config():
     assert load_config('[playback]\nfiles_group = "0"\n', env={}).files_group == "0"
     assert load_config("", env={}).files_group is None
+
+
+# -- the table (config_table.SETTINGS) that all of the above is made from -----------------------
+
+#: DaemonConfig's fields and defaults, as every module reads them (config.esl_host, ...).
+FIELD_DEFAULTS = {
+    "esl_host": "127.0.0.1", "esl_port": 8021, "esl_password": "ClueCon", "esl_timeout": 5.0,
+    "control_host": "127.0.0.1", "control_port": 8089, "control_token": None,
+    "metrics_public": True, "drain_timeout": 10.0, "stop_text": None, "media_host": "127.0.0.1",
+    "fs_media_host": "127.0.0.1", "fs_port_min": 12000, "fs_port_max": 15999,
+    "ws_connect_timeout": 5.0, "ws_close_timeout": 2.0, "first_audio_timeout": 3.0,
+    "reconnect_buffer_seconds": 10.0,
+    "files_dir": os.path.join(tempfile.gettempdir(), "esl-audio-stream"),
+    "max_audio_bytes": 8 << 20, "files_group": None, "destroy_wait": 2.0,
+    "stream_defaults": StreamSettings(),
+}
+FILE_KEYS = [s for s in SETTINGS if s.key is not None]
+
+
+def test_daemon_config_is_a_frozen_slots_dataclass_of_the_same_fields_and_defaults():
+    config = DaemonConfig()
+    assert {f.name: getattr(config, f.name) for f in fields(config)} == FIELD_DEFAULTS
+    assert DaemonConfig.__slots__ and not hasattr(config, "__dict__")
+    with pytest.raises(FrozenInstanceError):
+        config.esl_port = 1  # type: ignore[misc]
+    assert DaemonConfig.__module__ == "esl_audio_stream.app.config"
+
+
+def test_each_field_is_set_by_one_entry_and_each_default_passes_its_own_check():
+    named = [f for s in SETTINGS for f in s.fields]
+    assert sorted(named) == sorted(FIELD_DEFAULTS) and len(named) == len(set(named))
+    assert len({s.key for s in FILE_KEYS}) == len(FILE_KEYS)
+    for s in FILE_KEYS:
+        assert s.type in (str, int, float, bool) and s.key.count(".") == 1
+        assert coerce(s.key, s, s.default_value(), False) == s.default_value()
+        if s.example is not None:
+            assert coerce(s.key, s, s.example, False) == s.example
+    assert set(SECTIONS) == {s.section for s in FILE_KEYS} | {"stream_defaults"}
+
+
+def test_the_example_has_each_key_in_the_table_s_order_with_its_default_or_example_value():
+    parsed = tomllib.loads(EXAMPLE)
+    for section, keys in SECTION_KEYS.items():
+        assert tuple(parsed[section]) == keys
+    for s in FILE_KEYS:
+        shown = s.default_value() if s.example is None else s.example
+        assert parsed[s.section][s.name] == shown
+
+
+def test_each_key_s_environment_variable_is_named_from_the_table():
+    assert [s.env for s in FILE_KEYS][:3] == [
+        "ESL_AUDIO_STREAM_ESL_HOST", "ESL_AUDIO_STREAM_ESL_PORT", "ESL_AUDIO_STREAM_ESL_PASSWORD"]
+    for s in FILE_KEYS:
+        value = s.default_value()
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        resolved = resolve("", {s.env: text})
+        assert resolved[s.section][s.name] == (value, s.env)
+
+
+def test_the_reload_rule_and_the_logged_key_of_each_field_come_from_the_table():
+    assert set(RESTART_FIELDS) == {
+        "esl_host", "esl_port", "esl_password", "esl_timeout", "control_host", "control_port",
+        "control_token", "metrics_public", "fs_port_min", "fs_port_max"}
+    base = DaemonConfig()
+    for s in SETTINGS:
+        for name in s.fields:
+            value = getattr(base, name)
+            other = (not value if isinstance(value, bool) else value + 1
+                     if isinstance(value, int | float) else replace(value, buffer_ms=40)
+                     if isinstance(value, StreamSettings) else (value or "") + "x")
+            changed = replace(base, **{name: other})
+            named = s.key or name
+            if name == "stream_defaults":
+                named = "stream_defaults (or playback.mode)"
+            assert changed_keys(base, changed) == [named]
+            kept, restart = reloadable(base, changed)
+            assert restart == ([named] if s.restart else [])
+            assert getattr(kept, name) == (value if s.restart else other)
+
+
+def test_the_table_s_flags_are_run_options_giving_their_key():
+    assert FLAGS == {"--esl-password": "esl.password", "--control": "control.listen"}
+    for flag, key in FLAGS.items():
+        ns = build_parser().parse_args(["run", flag, "x:1"])
+        assert _overrides(ns) == {key: "x:1"}
+    ns = build_parser().parse_args(["run", "--esl", "10.0.0.1:8022", "--control", "[::1]:1",
+                                    "--stream-default", "STREAM_BUFFER_SIZE=40"])
+    assert _overrides(ns) == {"esl.host": "10.0.0.1", "esl.port": "8022",
+                              "control.listen": "[::1]:1",
+                              "stream_defaults.STREAM_BUFFER_SIZE": "40"}
