@@ -96,8 +96,10 @@ def test_simulator_uuid_break_answers_as_freeswitch(sim):
 def test_a_refused_broadcast_is_an_error_and_the_queue_goes_on(tmp_path, monkeypatch):
     """No FreeSWITCH needed: the player's broadcast logic with an api that refuses the first
     file, and a watchdog for an end that never comes."""
-    from esl_audio_stream.call import player as player_mod
-    from esl_audio_stream.call.player import Player
+    from esl_audio_stream.call import broadcast as player_mod
+    from esl_audio_stream.call.broadcast import BroadcastPlayer
+    from esl_audio_stream.protocols.actions import Mark, Play
+    from esl_audio_stream.protocols.mod_audio_stream import ModAudioStream
 
     monkeypatch.setattr(player_mod, "BROADCAST_GRACE", 0.2)
     calls, fired, texts, restored = [], [], [], []
@@ -106,13 +108,22 @@ def test_a_refused_broadcast_is_an_error_and_the_queue_goes_on(tmp_path, monkeyp
         calls.append(cmd)
         return "-ERR invalid uuid\n" if len(calls) == 1 else "+OK Message sent\n"
 
-    p = Player("u1", write=lambda b: True, send_text=lambda t: texts.append(t) or True,
-               fire=lambda sub, body: fired.append((sub, body)), channel_rate=8000,
-               stream_rate=8000, files_dir=tmp_path, mode="broadcast", api=api,
-               restore=lambda: restored.append(1))
-    p.on_text(stream_audio(tone(500, 0.1, 8000), 8000))
-    p.on_text(json.dumps({"type": "mark", "data": {"name": "m"}}))
-    p.on_text(stream_audio(tone(500, 0.1, 8000), 8000))
+    protocol = ModAudioStream(metadata=None, stream_rate=8000)
+    p = BroadcastPlayer(
+        "u1", send_mark=lambda name, event: texts.append(protocol.mark_reply(name, event)),
+        fire=lambda sub, body: fired.append((sub, body)), channel_rate=8000,
+        files_dir=tmp_path, api=api, restore=lambda: restored.append(1))
+
+    def on_text(text: str) -> None:  # what the stream does with the protocol's actions
+        action = protocol.on_text(text)
+        if isinstance(action, Play):
+            p.play(action.chunk, action.announce)
+        elif isinstance(action, Mark):
+            p.mark(action.name)
+
+    on_text(stream_audio(tone(500, 0.1, 8000), 8000))
+    on_text(json.dumps({"type": "mark", "data": {"name": "m"}}))
+    on_text(stream_audio(tone(500, 0.1, 8000), 8000))
     # the first is refused (error event), the mark follows it, the second plays and its end
     # never comes: after its length + grace the player goes on and restores the stream
     assert wait_until(lambda: restored == [1], 3)

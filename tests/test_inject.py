@@ -236,7 +236,7 @@ def test_a_flood_is_bounded_keeping_the_oldest(esl, daemon, peer, sim):
     assert wait_until(lambda: len(of(esl, uuid, events.ERROR)) >= 2, 3)
     errors = [e["message"]["error"] for e in of(esl, uuid, events.ERROR)]
     assert all("playback queue full" in e for e in errors)
-    player = daemon.streams[uuid]._player
+    player = daemon.streams[uuid].player
     assert player.queue.dropped_chunks == 2 and player.chunks == 6
     assert player.queue.queued_bytes <= 60 * 16000
     esl.api(f"uuid_kill {uuid}")

@@ -77,9 +77,9 @@ def test_bridged_call_streams_through_taps(esl, daemon, peer, sim, mix):
     before = channels(esl)
     conn = start(daemon, peer, uuid, mix)
     stream = daemon.streams[uuid]
-    assert stream.source == "taps" and len(stream._taps) == (1 if mix == "mono" else 2)
-    assert channels(esl) == before + 2 * len(stream._taps)  # each tap is a loopback pair
-    for tap in stream._taps:  # marked for the operator, and never auto-started
+    assert stream.source == "taps" and len(stream.taps) == (1 if mix == "mono" else 2)
+    assert channels(esl) == before + 2 * len(stream.taps)  # each tap is a loopback pair
+    for tap in stream.taps:  # marked for the operator, and never auto-started
         ch = sim.channel(tap.uuid)
         assert ch.variables[TAP_VAR] == tap.side and ch.variables[TAP_OF_VAR] == uuid
     gevent.sleep(0.3)
@@ -129,7 +129,7 @@ def test_parked_call_with_inject_playback_through_taps(esl, daemon, peer, sim, m
     assert amp(left, 440) == pytest.approx(8000, rel=0.15) and amp(left, 1500) < 300
     # the played tone is on the right exactly once (FreeSWITCH puts it in the write tap; the
     # daemon adds nothing): for 1 s, at its own amplitude
-    assert stream._player.mode == "inject" and not stream._paced_here
+    assert stream.player.mode == "inject" and not stream.playback.paced_here
     played_once(right, 1500, 1.0)
     esl.api(f"uuid_kill {uuid}")
     assert wait_until(lambda: channels(esl) == 0, 3)
@@ -144,7 +144,7 @@ def test_bridged_call_displace_playback_is_on_the_right_exactly_once(esl, daemon
     peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "done"}}))
     assert wait_until(lambda: any("playout" in t for t in conn.texts), 3)
     gevent.sleep(0.3)
-    assert stream._player.mode == "displace"
+    assert stream.player.mode == "displace"
     ch = sim.channel(uuid)
     assert amp(bytes(ch.displaced), 1500) == pytest.approx(8000, rel=0.15)  # the caller heard it
     left, right = split(b"".join(conn.binary[n:]))
@@ -177,10 +177,10 @@ def test_a_tap_killed_by_someone_is_made_again(esl, daemon, peer, sim):
     uuid = bridged_call(esl)
     conn = start(daemon, peer, uuid, "mono")
     stream = daemon.streams[uuid]
-    old = stream._taps[0].uuid
+    old = stream.taps[0].uuid
     esl.api(f"uuid_kill {old}")
     assert wait_until(lambda: stream.tap_reopens == 1, 3)
-    assert stream._taps[0].uuid != old
+    assert stream.taps[0].uuid != old
     n = len(conn.binary)
     assert wait_until(lambda: len(conn.binary) > n + 10, 2)
     errors = [json.loads(e.body)["message"]["error"] for e in esl.seen
@@ -201,7 +201,7 @@ def test_direct_is_kept_for_mono_on_a_parked_call_and_can_be_forced(esl, daemon,
     assert wait_until(lambda: channels(esl) == 2, 2)  # the taps went; the call goes on
     esl.api(f"uuid_setvar {uuid} STREAM_SOURCE auto")
     start(daemon, peer, uuid, "mono")
-    assert daemon.streams[uuid].source == "direct" and not daemon.streams[uuid]._taps
+    assert daemon.streams[uuid].source == "direct" and not daemon.streams[uuid].taps
     esl.api(f"uuid_kill {uuid}")
 
 
@@ -256,12 +256,12 @@ def test_displace_already_playing_when_taps_are_made_is_not_added_twice(esl, dae
     conn = start(daemon, peer, uuid, "stereo")
     stream = daemon.streams[uuid]
     peer.send_text(conn, stream_audio(tone(1500, 3.0, 8000), 8000))
-    assert wait_until(lambda: stream._player is not None and stream._player.displacing, 2)
+    assert wait_until(lambda: stream.player is not None and stream.player.displacing, 2)
     gevent.sleep(0.5)
-    esl.api(f"uuid_kill {stream._taps[1].uuid}")  # the write tap goes; new taps come
+    esl.api(f"uuid_kill {stream.taps[1].uuid}")  # the write tap goes; new taps come
     assert wait_until(lambda: stream.tap_reopens == 1, 3)
     n = len(conn.binary)
-    assert stream._in_tap == {stream._player.displacing}
+    assert stream.playback.in_tap == {stream.player.displacing}
     gevent.sleep(1.0)
     _, right = split(b"".join(conn.binary[n:]))
     levels = blocks(right, 1500)
@@ -276,8 +276,8 @@ def test_a_stop_while_taps_are_being_made_again_leaves_no_tap(esl, daemon, peer,
     base = channels(esl)
     start(daemon, peer, uuid, "stereo")
     stream = daemon.streams[uuid]
-    esl.api(f"uuid_kill {stream._taps[0].uuid}")
-    assert wait_until(lambda: stream._tap_job is not None, 2)
+    esl.api(f"uuid_kill {stream.taps[0].uuid}")
+    assert wait_until(lambda: stream._source._job is not None, 2)
     assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
     assert wait_until(lambda: channels(esl) == base, 3)
     gevent.sleep(0.5)
@@ -294,7 +294,7 @@ def test_pause_while_playing_keeps_the_taps_until_it_has_played(esl, daemon, pee
     peer.send_text(conn, stream_audio(tone(1500, 0.8, 8000), 8000))
     peer.send_text(conn, json.dumps({"type": "mark", "data": {"name": "end"}}))
     stream = daemon.streams[uuid]
-    assert wait_until(lambda: stream._player is not None and stream._player.playing, 2)
+    assert wait_until(lambda: stream.player is not None and stream.player.playing, 2)
     assert daemon.execute(f"{uuid} pause") == "+OK Success\n"
     gevent.sleep(0.2)
     assert channels(esl) == base + 4  # still playing: the taps pace it
@@ -306,7 +306,6 @@ def test_pause_while_playing_keeps_the_taps_until_it_has_played(esl, daemon, pee
     assert wait_until(lambda: channels(esl) == 0, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the refused write-back's port is kept")
 def test_a_refused_write_back_unicast_gives_its_port_back(esl, daemon, peer, sim, monkeypatch):
     """taps + inject on a parked call: the write-back unicast is asked for on the first audio
     from the endpoint. When FreeSWITCH cannot be asked (ESL fails), that port and socket are

@@ -74,7 +74,7 @@ class Daemon:
         # back, and fired again if the channel never fires it (see _confirm_routed).
         self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
                            intake.REPLY_SUBCLASS)
-        self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max)
+        self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
         self.streams: dict[str, Stream] = {}
         self._starting: set[str] = set()
         self._tracks: dict[str, CallTrack] = {}
@@ -352,7 +352,7 @@ class Daemon:
         self._tracks.pop(stream.uuid, None)
         self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
-                 stream.cause, stream.frames_in, stream.frames_out, stream.dropped)
+                 stream.cause, stream.frames_in, stream.frames_out, stream.dropped_total)
 
     # -- FreeSWITCH's events ----------------------------------------------------------------
 

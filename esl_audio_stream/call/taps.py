@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import gevent
+
 from ..esl.connection import ESLError
-from ..media.unicast import UnicastEndpoint
+from ..media.frames import PTIME_MS
+from .direct import WriteBackPort
+from .lease import LeaseError, UnicastFeed, UnicastLease
+from .reader import FrameReader, drain
+from .sources import Playback, SourceEnv, SourceError
 
 if TYPE_CHECKING:
     from ..esl.connection import ESLConnection
     from ..media.unicast import PortPool
+    from .pipeline import FramePipeline
+    from .player import Player
 
 log = logging.getLogger(__name__)
 
@@ -57,42 +66,63 @@ def is_tap(headers: dict[str, str]) -> bool:
 
 
 class Tap:
-    """One tap: its FreeSWITCH port, its UDP endpoint and, once made, its A leg's uuid."""
+    """One tap: its channel (both loopback legs go with its A leg) and the unicast of its A leg,
+    asked for on a port that works (call/lease.py)."""
 
-    __slots__ = ("endpoint", "port", "side", "target", "uuid")
+    __slots__ = ("feed", "lease", "side", "target", "uuid")
 
     def __init__(self, target: str, side: str) -> None:
         self.target = target
         self.side = side
         self.uuid = ""
-        self.port = 0
-        self.endpoint: UnicastEndpoint | None = None
+        self.feed: UnicastFeed | None = None
+        self.lease: UnicastLease | None = None  # the port that delivered, once it has
 
-    def open(self, esl: ESLConnection, ports: PortPool, media_host: str,
-             fs_media_host: str) -> None:
-        """Make the tap channel and ask for its audio. Raises TapError, having released what
-        it took (the caller still calls close(), which is then a no-op)."""
+    def open(self, esl: ESLConnection, ports: PortPool, media_host: str, fs_media_host: str,
+             *, probe: float, timeout: float,
+             on_retry: Callable[[], None] | None = None) -> None:
+        """Make the tap channel and ask for its audio (without waiting for it). Raises
+        TapError, having released what it took (the caller still calls close(), which is then a
+        no-op)."""
         try:
-            self.port = ports.take()
-            self.endpoint = UnicastEndpoint(media_host, fs_media_host, self.port)
-        except (RuntimeError, OSError) as exc:
-            self.close(esl, ports)
-            raise TapError(f"cannot open a media port: {exc}") from None
+            first = UnicastLease(ports, media_host, fs_media_host)  # a full pool: before a channel
+        except LeaseError as exc:
+            raise TapError(str(exc)) from None
         try:
             answer = esl.api(f"originate {tap_originate(self.target, self.side)}")
-            if not answer.startswith("+OK "):
-                raise TapError(f"{self.side} tap refused by FreeSWITCH: {answer.strip()}")
-            self.uuid = answer.split()[1]
-            esl.sendmsg(self.uuid, self.endpoint.headers())
         except ESLError as exc:
-            self.close(esl, ports)
+            first.release()
             raise TapError(f"{self.side} tap: {exc}") from None
-        except TapError:
-            self.close(esl, ports)
-            raise
+        if not answer.startswith("+OK "):
+            first.release()
+            raise TapError(f"{self.side} tap refused by FreeSWITCH: {answer.strip()}")
+        self.uuid = answer.split()[1]
+        self.feed = UnicastFeed(esl, ports, media_host, fs_media_host, self.uuid, probe=probe,
+                                silent_after=timeout, on_first=_nothing, on_retry=on_retry,
+                                first=first)
+        try:
+            self.feed.start()
+        except LeaseError as exc:
+            self.close(esl)
+            raise TapError(f"{self.side} tap: {exc}") from None
 
-    def close(self, esl: ESLConnection, ports: PortPool) -> None:
-        """Kill the tap channel (both legs go) and release the port and socket. Idempotent."""
+    def wait_audio(self, timeout: float) -> bool:
+        """Whether the tap's first datagram came within `timeout`; it then holds its lease."""
+        feed = self.feed
+        if feed is None or not feed.delivered.wait(timeout):
+            return False
+        if feed.winner is not None:
+            self.lease = feed.take_winner()
+        return self.lease is not None
+
+    @property
+    def ports(self) -> list[int]:
+        if self.lease is not None:
+            return [self.lease.port]
+        return self.feed.ports if self.feed is not None else []
+
+    def close(self, esl: ESLConnection) -> None:
+        """Kill the tap channel (both legs go) and give back its ports and sockets. Idempotent."""
         if self.uuid:
             uuid, self.uuid = self.uuid, ""
             try:
@@ -100,9 +130,222 @@ class Tap:
             except ESLError as exc:
                 log.warning("%s: could not kill %s tap %s: %s", self.target, self.side, uuid,
                             exc)
-        if self.endpoint is not None:
-            self.endpoint.close()
-            self.endpoint = None
-        if self.port:
-            ports.give(self.port)
-            self.port = 0
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+
+def _nothing(lease: UnicastLease) -> None:
+    """A tap's first datagram waits to be read by the stream, which waits for `delivered`."""
+
+
+class TapSource:
+    """Loopback taps of any call (call/taps.py): read, and write for stereo/mixed."""
+
+    kind = "taps"
+
+    def __init__(self, env: SourceEnv, pipeline: FramePipeline, mix: str) -> None:
+        self.env = env
+        self.pipeline = pipeline
+        self.sides = (READ,) if mix == "mono" else (READ, WRITE)
+        self.taps: list[Tap] = []
+        self.reopens = 0
+        self.frames_skipped = 0  # read-tap frames dropped while the taps were lined up
+        self._readers: list[FrameReader] = []
+        self._player: Player | None = None
+        self._paced_here = True  # whether the tap frames pace the player (not inject)
+        #: displaced files FreeSWITCH already puts in the write tap (playing when it was made);
+        #: the pipeline reads this very set
+        self._in_tap: set[object] = set()
+        self._write_back: WriteBackPort | None = None
+        #: The one greenlet changing the taps in the background (making them again after one
+        #: was killed, or closing them once a pause's playback is over); close() waits for it.
+        self._job: gevent.Greenlet | None = None
+        self._closing = False
+        self._paused = False
+
+    @property
+    def tap_uuids(self) -> list[str]:
+        return [tap.uuid for tap in self.taps]
+
+    def open(self) -> None:
+        """Make the taps and wait for each one's first datagram: then they are attached, and
+        their rate is known. Raises SourceError with every tap already closed."""
+        env = self.env
+        self.taps = [Tap(env.uuid, side) for side in self.sides]
+        timeout = env.first_audio_timeout
+        try:
+            for tap in self.taps:
+                tap.open(env.esl, env.ports, env.media_host, env.fs_media_host,
+                         probe=env.probe, timeout=timeout, on_retry=env.retried)
+                env.tap_opened(tap.uuid)
+            deadline = gevent.get_hub().loop.now() + timeout
+            for tap in self.taps:
+                if not tap.wait_audio(max(0.0, deadline - gevent.get_hub().loop.now())):
+                    raise TapError(f"no audio from the {tap.side} tap {timeout:g} s after it "
+                                   f"was made (is mod_loopback loaded? is {env.uuid} up? "
+                                   f"local-port {', '.join(map(str, tap.ports))} tried)")
+            # Each tap started on its own; the earlier one has frames queued from before the
+            # later one's first. Drop them all: both then go on from now, within a frame of
+            # each other, and pairing by count pairs frames of the same moment (the aligner
+            # takes care of a leftover frame of difference).
+            rate = 0
+            for tap in self.taps:
+                sock = tap.lease.endpoint.sock  # type: ignore[union-attr]
+                try:
+                    first = sock.recv(8192)
+                except OSError:
+                    first = b""
+                rate = rate or len(first) // 2 * (1000 // PTIME_MS)
+                skipped = 1 + drain(sock)
+                if tap.side == READ:
+                    self.frames_skipped += skipped
+        except BaseException as exc:
+            self._close_taps()
+            if isinstance(exc, TapError):
+                raise SourceError(str(exc)) from None
+            raise
+        if not self.pipeline.channel_rate:
+            self.pipeline.channel_rate = rate
+        player = self._player
+        self._in_tap.clear()
+        if player is not None and player.displacing is not None:
+            self._in_tap.add(player.displacing)  # started before these taps: in them
+
+    def start(self) -> None:
+        """Read the taps: the read tap is the caller's side, the write tap what it hears."""
+        failed = self.env.failed
+        for tap in self.taps:
+            take = self.pipeline.feed if tap.side == READ else self.pipeline.feed_write
+            self._readers.append(FrameReader(tap.lease.endpoint.sock, take, failed))  # type: ignore[union-attr]
+
+    def _close_taps(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+        env = self.env
+        for tap in self.taps:
+            if tap.uuid:
+                env.tap_closed(tap.uuid)
+            tap.close(env.esl)
+        self.taps = []
+        self.pipeline.clear_pairing()
+
+    # -- playback ---------------------------------------------------------------------------
+
+    def attach(self, player: Player) -> None:
+        self._player = player
+
+    def playback(self, mode: str) -> Playback:
+        """A call that is not parked is played to by displace (write-back exists only on a
+        parked unicast channel, and broadcast would leave the call); inject on a parked call
+        goes through a unicast on the call itself (`WriteBackPort`). Raises SourceError."""
+        env = self.env
+        if not env.parked() and mode != "displace":
+            log.info("%s: the call is not parked: playing by displace, not %s", env.uuid, mode)
+            mode = "displace"
+        if mode == "inject":
+            port = WriteBackPort(env, self._tick)
+            try:
+                port.open()
+            except LeaseError as exc:
+                raise SourceError(f"no write-back port: {exc}") from None
+            self._write_back = port
+            self._paced_here = False
+            return Playback(mode, write=port.write, paced_here=False)
+        return Playback(mode, in_tap=self._in_tap)
+
+    def _tick(self) -> None:
+        """The write-back port's frame: the slot clock of inject playback."""
+        player = self._player
+        if player is not None and player.playing:
+            player.next_frame()
+
+    # -- pause, resume, taps killed ---------------------------------------------------------
+
+    def pause(self) -> None:
+        """Taps are closed (at once, or once what plays through them has played) and made
+        again on resume, so none runs idle."""
+        self._paused = True
+        player = self._player
+        if player is not None and self._paced_here and player.playing:
+            player.when_idle(self._idle)
+        else:
+            self._close_taps()
+
+    def _idle(self) -> None:
+        """What played through a pause is over (called from the per-frame path: no waiting)."""
+        if self._job is None:
+            self._job = gevent.spawn(self._pause_taps)
+
+    def _pause_taps(self) -> None:
+        try:
+            if self._paused and not self._closing:
+                self._close_taps()
+        finally:
+            self._job = None
+
+    def resume(self) -> None:
+        """Taps made again (the stream's resume waits for them). Raises SourceError."""
+        self._paused = False
+        if self._player is not None:
+            self._player.when_idle(None)
+        if not self.taps and not self._closing:
+            self.open()
+            self.start()
+
+    def on_call_event(self, name: str) -> None:
+        pass
+
+    def stop_reading(self) -> None:
+        for reader in self._readers:
+            reader.stop()
+        if self._write_back is not None:
+            self._write_back.stop_reading()
+
+    def tap_gone(self, tap_uuid: str) -> None:
+        """A tap channel hung up without us (killed by someone, or its B leg failed): make them
+        again, unless the stream or the call is ending anyway."""
+        if self._closing or self._job is not None or not self.taps:
+            return
+        self._job = gevent.spawn(self._reopen, tap_uuid)
+
+    def _reopen(self, tap_uuid: str) -> None:
+        env = self.env
+        try:
+            gevent.sleep(0.2)  # a hang-up of the call itself is seen first: then we stop
+            if self._closing or env.gone():
+                return
+            env.error(f"tap {tap_uuid} ended while the call goes on: making the taps again")
+            self._close_taps()
+            try:
+                self.open()
+            except SourceError as exc:
+                env.error(str(exc))
+                env.failed(exc)
+                return
+            self.reopens += 1
+            if not self._closing:
+                self.start()
+            else:
+                self._close_taps()
+        finally:
+            self._job = None
+
+    def close(self, hung_up: bool) -> None:
+        """Kill the taps and release everything. A background job is let finish (it sees the
+        close and closes what it made) rather than killed in the middle of an originate whose
+        tap channel would then be nobody's."""
+        self._closing = True
+        job = self._job
+        if job is not None and job is not gevent.getcurrent():
+            env = self.env
+            job.join(timeout=3 * env.esl_timeout + env.first_audio_timeout)
+            job.kill(block=False)
+        self._close_taps()
+        if self._write_back is not None:
+            self._write_back.close(hung_up)
+            self._write_back = None

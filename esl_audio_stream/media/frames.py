@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 
+#: FreeSWITCH's frame: every unicast datagram, tap frame and playback slot is 20 ms.
+PTIME_MS = 20
+
 
 def chunk_bytes_for(rate: int, ms: int, channels: int = 1) -> int:
     """Bytes of `ms` milliseconds of L16 at `rate` Hz with `channels` interleaved channels.

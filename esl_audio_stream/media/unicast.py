@@ -13,37 +13,117 @@ import contextlib
 import errno
 import socket
 from collections import deque
+from collections.abc import Callable
+from time import monotonic
 
 from gevent.socket import wait_read
 
 RCVBUF = 256 * 1024
 
 
-class PortPool:
-    """FreeSWITCH-side unicast ports. Released ports go to the back of the line, so a port that
-    FreeSWITCH may still be closing is the last one handed out again."""
+#: How long a port given up on is left alone before it is probed again (FreeSWITCH may hold it
+#: until the channel it was asked for ends); where FreeSWITCH is on another host, and nothing can
+#: be probed, how long before it is handed out again anyway.
+HOLD_RECHECK = 5.0
+HOLD_REMOTE = 3600.0
 
-    def __init__(self, low: int, high: int) -> None:
+
+class PortPool:
+    """FreeSWITCH-side unicast ports.
+
+    Released ports go to the back of the line, so a port that FreeSWITCH may still be closing is
+    the last one handed out again. FreeSWITCH binds `local-ip:local-port` itself and answers the
+    sendmsg +OK even when that bind fails (facts file), so a port someone else holds (another
+    FreeSWITCH, another daemon, a test) shows only as silence. Where FreeSWITCH is on this host
+    (`probe_host` is an address here), each port is probed with a bind of our own before it is
+    handed out: one that is taken is skipped and held back (`skipped`). A port the daemon asked
+    FreeSWITCH to use and then gave up on (`hold`) may still be bound by FreeSWITCH until that
+    channel ends: it is held back until a probe finds it free (or, where FreeSWITCH is remote
+    and nothing can be probed, for HOLD_REMOTE seconds).
+    """
+
+    def __init__(self, low: int, high: int, probe_host: str | None = None,
+                 clock: Callable[[], float] = monotonic) -> None:
         if not 0 < low <= high < 65536:
             raise ValueError(f"bad port range {low}-{high}")
         self._free: deque[int] = deque(range(low, high + 1))
         self._used: set[int] = set()
+        self._held: dict[int, float] = {}  # port -> when it was last found (or left) bound
+        self._clock = clock
+        self._probe_host = probe_host if probe_host and _is_local(probe_host) else None
+        self.skipped = 0  # ports found bound by someone else when their turn came
 
     def take(self) -> int:
-        if not self._free:
-            raise RuntimeError("no free FreeSWITCH unicast port left")
-        port = self._free.popleft()
-        self._used.add(port)
-        return port
+        if self._held:
+            self._release_held()
+        free = self._free
+        while free:
+            port = free.popleft()
+            if self._probe_host is not None and not _bindable(self._probe_host, port):
+                self._held[port] = self._clock()
+                self.skipped += 1
+                continue
+            self._used.add(port)
+            return port
+        raise RuntimeError("no free FreeSWITCH unicast port left"
+                           + (f" ({len(self._held)} held back: in use)" if self._held else ""))
 
     def give(self, port: int) -> None:
+        """A port the daemon is done with, FreeSWITCH's side closed (or never opened)."""
         if port in self._used:
             self._used.remove(port)
             self._free.append(port)
 
+    def hold(self, port: int) -> None:
+        """A port the daemon gave up on that FreeSWITCH may still have bound: out of the line
+        until it is known unused."""
+        if port in self._used:
+            self._used.remove(port)
+            self._held[port] = self._clock()
+
+    def _release_held(self) -> None:
+        now = self._clock()
+        host = self._probe_host
+        for port, since in list(self._held.items()):
+            if host is None:
+                if now - since >= HOLD_REMOTE:
+                    del self._held[port]
+                    self._free.append(port)
+            elif now - since >= HOLD_RECHECK:
+                if _bindable(host, port):
+                    del self._held[port]
+                    self._free.append(port)
+                else:
+                    self._held[port] = now
+
     @property
     def in_use(self) -> int:
         return len(self._used)
+
+    @property
+    def held(self) -> int:
+        """Ports held back because someone (maybe FreeSWITCH) still has them bound."""
+        return len(self._held)
+
+
+def _is_local(host: str) -> bool:
+    """Whether `host` is an address of this machine (a bind to it works)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether nobody holds (host, port) for UDP: our own bind, closed at once, says so."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        return exc.errno != errno.EADDRINUSE
+    return True
 
 
 def unicast_headers(fs_host: str, fs_port: int, host: str, port: int) -> dict[str, str]:

@@ -58,8 +58,9 @@ def row(stream: Stream, now: float, *, level: bool = False,
         "bytes_out": stream.bytes_out,
         "playback_seconds": round(stream.playback_queued_seconds, 2),
         "source": stream.source,
-        "taps": [tap.uuid for tap in stream._taps],
+        "taps": stream.tap_uuids,
         "tap_frames_skipped": stream.tap_frames_skipped,
+        "port_retries": stream.port_retries,
     }
     if level:
         moved = seen is None or seen.get(stream.uuid) != stream.frames_in

@@ -1,0 +1,99 @@
+"""Where a stream's audio comes from, behind one interface: the call's own unicast
+(`DirectSource`, call/direct.py) or loopback taps (`TapSource`, call/taps.py).
+
+A source owns everything that brings FreeSWITCH's frames in -- its ports and sockets (leases,
+call/lease.py), io watchers (call/reader.py), tap channels and the job that makes them again --
+feeds the frames to the stream's pipeline, says how the endpoint's audio can be played into the
+call (`playback`), and releases it all in `close`.
+
+- `direct`: unicast on the call itself, which must be parked. Its datagrams are the caller's
+  frames; they also pace the playback (write-back port, or the queue's clock for displace).
+- `taps`: one loopback tap for the read side and, for stereo/mixed, one for the write side. Any
+  call, bridged or running an application. The tap frames pace displace playback. Inject
+  playback on a parked call goes through a unicast on the call itself (`WriteBackPort`), used
+  only for its write-back port and as the playback's clock; FreeSWITCH puts that audio in the
+  write tap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from ..app import events
+from ..esl.connection import ESLError
+
+if TYPE_CHECKING:
+    from ..esl.connection import ESLConnection
+    from ..media.unicast import PortPool
+    from .player import Player
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(Exception):
+    """The audio cannot be had; the message is the command's -ERR reason."""
+
+
+@dataclass
+class SourceEnv:
+    """What a source needs from the daemon and the configuration, handed in by the stream."""
+
+    uuid: str
+    esl: ESLConnection
+    ports: PortPool
+    media_host: str
+    fs_media_host: str
+    first_audio_timeout: float
+    esl_timeout: float
+    fire: Callable[[str, str], None]  # (subclass, body): an event of this call
+    parked: Callable[[], bool]  # whether the call is parked now (tracked from its events)
+    gone: Callable[[], bool]  # whether the call has hung up
+    failed: Callable[[BaseException], None]  # the audio path broke: the stream stops
+    tap_opened: Callable[[str], None] = lambda uuid: None
+    tap_closed: Callable[[str], None] = lambda uuid: None
+    #: A port gave nothing and another is being tried (counted by the stream).
+    retried: Callable[[], None] = lambda: None
+
+    @property
+    def probe(self) -> float:
+        """How long one port is given to deliver before the next is tried."""
+        return min(1.0, self.first_audio_timeout / 3)
+
+    def error(self, message: str) -> None:
+        self.fire(events.ERROR, events.error_body(events.WS_PROTOCOL, message))
+
+    def repark(self) -> None:
+        """End FreeSWITCH's unicast: it only ends when the channel leaves park."""
+        try:
+            self.esl.api(f"uuid_transfer {self.uuid} park inline")
+        except ESLError as exc:
+            log.warning("%s: could not end unicast: %s", self.uuid, exc)
+
+
+@dataclass(frozen=True)
+class Playback:
+    """How the endpoint's audio can be played into the call, as a source offers it."""
+
+    mode: str
+    write: Callable[[bytes], bool] | None = None  # inject: one frame into the call
+    restore: Callable[[], None] | None = None  # broadcast: bring the stream back afterwards
+    paced_here: bool = True  # the frames fed to the pipeline pace the player
+    in_tap: set = field(default_factory=set)  # tags FreeSWITCH already puts in the write tap
+
+
+class Source(Protocol):
+    kind: str
+
+    def open(self) -> None: ...
+    def start(self) -> None: ...
+    def stop_reading(self) -> None: ...
+    def attach(self, player: Player) -> None: ...
+    def playback(self, mode: str) -> Playback: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def on_call_event(self, name: str) -> None: ...
+    def tap_gone(self, tap_uuid: str) -> None: ...
+    def close(self, hung_up: bool) -> None: ...
