@@ -26,8 +26,82 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class CallUnicast:
+    """The call's own unicast: asked for on a port that works (call/lease.py), read into `take`,
+    written back into, and ended in `close` (a zero-length datagram ends FreeSWITCH's write-back
+    thread; its unicast only ends when the channel leaves park, so a parked call that goes on is
+    re-parked)."""
+
+    def __init__(self, env: SourceEnv, take: Callable[[bytes], None],
+                 on_silent: Callable[[list[int]], None] | None = None) -> None:
+        self.env = env
+        self._take = take
+        self._on_silent = on_silent
+        self._feed: UnicastFeed | None = None
+        self.lease: UnicastLease | None = None  # the port FreeSWITCH streams from
+        self._reader: FrameReader | None = None
+        self.asked = False  # FreeSWITCH was asked to stream (so it must be told to stop)
+
+    def start(self, first: UnicastLease | None = None) -> None:
+        """Ask FreeSWITCH (on `first`, else a port taken now; others while none delivers).
+        Raises LeaseError with everything released."""
+        env = self.env
+        if self._feed is not None:
+            self._feed.close()
+        self._feed = UnicastFeed(env.esl, env.ports, env.media_host, env.fs_media_host, env.uuid,
+                                 probe=env.probe, silent_after=env.first_audio_timeout,
+                                 on_first=self._on_first, on_silent=self._on_silent,
+                                 on_retry=env.retried, first=first)
+        try:
+            self._feed.start()
+        except LeaseError:
+            self._feed = None  # it released its lease
+            raise
+        self.asked = True
+
+    def _on_first(self, lease: UnicastLease) -> None:
+        assert self._feed is not None and lease.endpoint is not None
+        self.lease = self._feed.take_winner()
+        self._reader = FrameReader(lease.endpoint.sock, self._take, self.env.failed)
+
+    def restart(self) -> None:
+        """Ask again, the same port first (its socket is kept): the unicast was torn down."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        lease, self.lease = self.lease, None
+        self.start(lease)
+
+    def write(self, frame: bytes) -> bool:
+        """One frame into the call, through FreeSWITCH's write-back port."""
+        lease = self.lease
+        return lease is not None and lease.endpoint.send(frame)  # type: ignore[union-attr]
+
+    def stop_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+
+    def close(self, hung_up: bool) -> None:
+        """Make FreeSWITCH stop sending; release the port and socket. Idempotent."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        lease, self.lease = self.lease, None
+        if lease is not None and lease.endpoint is not None:
+            lease.endpoint.end_write_back()
+        if self.asked and not hung_up and self.env.parked():
+            self.env.repark()
+        self.asked = False
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+        if lease is not None:
+            lease.release()
+
+
 class DirectSource:
-    """FreeSWITCH's unicast of the (parked) call itself."""
+    """FreeSWITCH's unicast of the (parked) call itself: its frames are the caller's side, and
+    they pace the playback (the write-back port, or the queue's clock for displace)."""
 
     kind = "direct"
 
@@ -36,11 +110,8 @@ class DirectSource:
         self.pipeline = pipeline
         self.restores = 0  # times the unicast was brought back after a broadcast
         self._first: UnicastLease | None = None
-        self._feed: UnicastFeed | None = None
-        self._lease: UnicastLease | None = None  # the port FreeSWITCH streams from
-        self._reader: FrameReader | None = None
+        self._unicast = CallUnicast(env, pipeline.feed, self._on_silent)
         self._parked = gevent.event.Event()  # CHANNEL_PARK seen (a re-park after a broadcast)
-        self._asked = False  # FreeSWITCH was asked to stream (so it must be told to stop)
         self._closed = False
 
     def open(self) -> None:
@@ -54,27 +125,10 @@ class DirectSource:
     def start(self) -> None:
         """Ask FreeSWITCH for the call's audio (on other ports too, while none comes)."""
         first, self._first = self._first, None
-        self._start_feed(first)
-
-    def _start_feed(self, first: UnicastLease | None) -> None:
-        env = self.env
-        if self._feed is not None:
-            self._feed.close()
-        self._feed = UnicastFeed(env.esl, env.ports, env.media_host, env.fs_media_host, env.uuid,
-                                 probe=env.probe, silent_after=env.first_audio_timeout,
-                                 on_first=self._on_first, on_silent=self._on_silent,
-                                 on_retry=env.retried, first=first)
         try:
-            self._feed.start()
+            self._unicast.start(first)
         except LeaseError as exc:
-            self._feed = None  # it released its lease
             raise SourceError(str(exc)) from None
-        self._asked = True
-
-    def _on_first(self, lease: UnicastLease) -> None:
-        assert self._feed is not None and lease.endpoint is not None
-        self._lease = self._feed.take_winner()
-        self._reader = FrameReader(lease.endpoint.sock, self.pipeline.feed, self.env.failed)
 
     def _on_silent(self, ports: list[int]) -> None:
         env = self.env
@@ -87,34 +141,26 @@ class DirectSource:
         pass
 
     def playback(self, mode: str) -> Playback:
-        return Playback(mode, write=self._write_back, restore=self.restore)
-
-    def _write_back(self, frame: bytes) -> bool:
-        lease = self._lease
-        return lease is not None and lease.endpoint.send(frame)  # type: ignore[union-attr]
+        return Playback(mode, write=self._unicast.write, restore=self.restore)
 
     def restore(self) -> None:
         """After a broadcast FreeSWITCH's unicast is gone for good; only a re-park and a new
-        unicast bring it back (facts file). The same port is asked for first (its socket was
-        kept), others if it gives nothing: it was free while the broadcast played."""
+        unicast bring it back (facts file). The same port is asked for first, others if it gives
+        nothing: it was free while the broadcast played."""
         env = self.env
-        if self._closed or self._lease is None:
+        if self._closed or self._unicast.lease is None:
             return
         self._parked.clear()
         try:
             env.esl.api(f"uuid_transfer {env.uuid} park inline")
             if not self._parked.wait(env.esl_timeout):
                 raise ESLError("the call did not park again")
-            if self._closed or self._lease is None:
+            if self._closed:
                 return
             self.pipeline.restart_timeline()  # the broadcast was a hole, not loss
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
-            lease, self._lease = self._lease, None
-            self._start_feed(lease)
+            self._unicast.restart()
             self.restores += 1
-        except (ESLError, SourceError) as exc:
+        except (ESLError, LeaseError) as exc:
             log.error("%s: could not bring the stream back after a broadcast: %s", env.uuid, exc)
             env.error(f"stream not restored after broadcast: {exc}")
 
@@ -129,85 +175,23 @@ class DirectSource:
             self._parked.set()
 
     def stop_reading(self) -> None:
-        if self._reader is not None:
-            self._reader.stop()
+        self._unicast.stop_reading()
 
     def tap_gone(self, tap_uuid: str) -> None:
         pass
 
     def close(self, hung_up: bool) -> None:
-        """Make FreeSWITCH stop sending and release everything: a zero-length datagram ends its
-        write-back thread; its unicast only ends when the channel leaves park, so a parked call
-        that goes on is re-parked. Idempotent."""
+        """FreeSWITCH told to stop sending; everything released. Idempotent."""
         self._closed = True
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        lease, self._lease = self._lease, None
-        if lease is not None and lease.endpoint is not None:
-            lease.endpoint.end_write_back()
-        if self._asked and not hung_up and self.env.parked():
-            self.env.repark()
-        if self._feed is not None:
-            self._feed.close()
-            self._feed = None
-        if lease is not None:
-            lease.release()
+        self._unicast.close(hung_up)
         if self._first is not None:
             self._first.release()
             self._first = None
 
 
-class WriteBackPort:
+class WriteBackPort(CallUnicast):
     """taps + inject on a parked call: a unicast on the call itself, for its write-back port
     only; its frames are the playback's clock (the read tap carries the same audio)."""
 
     def __init__(self, env: SourceEnv, tick: Callable[[], None]) -> None:
-        self.env = env
-        self._tick = tick
-        self._feed: UnicastFeed | None = None
-        self._lease: UnicastLease | None = None
-        self._reader: FrameReader | None = None
-
-    def open(self) -> None:
-        """Ask for the call's unicast; raises LeaseError with everything released."""
-        env = self.env
-        self._feed = UnicastFeed(env.esl, env.ports, env.media_host, env.fs_media_host, env.uuid,
-                                 probe=env.probe, silent_after=env.first_audio_timeout,
-                                 on_first=self._on_first, on_retry=env.retried)
-        try:
-            self._feed.start()
-        except LeaseError:
-            self._feed = None
-            raise
-
-    def _on_first(self, lease: UnicastLease) -> None:
-        assert self._feed is not None and lease.endpoint is not None
-        self._lease = self._feed.take_winner()
-        self._reader = FrameReader(lease.endpoint.sock, self._frame, self.env.failed)
-
-    def _frame(self, data: bytes) -> None:
-        self._tick()
-
-    def write(self, frame: bytes) -> bool:
-        lease = self._lease
-        return lease is not None and lease.endpoint.send(frame)  # type: ignore[union-attr]
-
-    def stop_reading(self) -> None:
-        if self._reader is not None:
-            self._reader.stop()
-
-    def close(self, hung_up: bool) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        lease, self._lease = self._lease, None
-        if lease is not None and lease.endpoint is not None:
-            lease.endpoint.end_write_back()
-        if self._feed is not None:
-            if not hung_up and self.env.parked():
-                self.env.repark()
-            self._feed.close()
-            self._feed = None
-        if lease is not None:
-            lease.release()
+        super().__init__(env, lambda data: tick())

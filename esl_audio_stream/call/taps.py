@@ -250,7 +250,7 @@ class TapSource:
         if mode == "inject":
             port = WriteBackPort(env, self._tick)
             try:
-                port.open()
+                port.start()
             except LeaseError as exc:
                 raise SourceError(f"no write-back port: {exc}") from None
             self._write_back = port
