@@ -21,7 +21,6 @@ from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
 from ..media.files import clean_base
 from ..media.unicast import PortPool
-from ..ops.metrics import Counters
 from ..ws.tls import make_ssl_context
 from . import commands, events, intake
 from .calls import Calls, initial_state
@@ -29,6 +28,7 @@ from .commands import CommandError
 from .config import DaemonConfig, changed_keys, reloadable
 from .outbox import Fire, Kept, Outbox, Send, Wait
 from .settings import SettingsError, settings_from_variables, variables_from_dump
+from .stats import Counters
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Daemon:
         self._intake = Group()
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self._flusher: gevent.Greenlet | None = None
-        self.counters = Counters()  # read by metrics.py at scrape time
+        self.counters = Counters()  # read by ops/metrics.py at scrape time
         self._closing = False
         from ..ops.control import (
             ControlServer,  # control imports nothing of ours but the daemon API
@@ -80,6 +80,10 @@ class Daemon:
         self.control = ControlServer(self, cfg.control_host, cfg.control_port)
 
     # -- what the control endpoint and the metrics read -------------------------------------
+
+    @property
+    def esl_connected(self) -> bool:
+        return self.esl.connected
 
     @property
     def events_kept(self) -> int:
@@ -308,7 +312,7 @@ class Daemon:
         self.calls.forget(stream.uuid)
         self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
-                 stream.cause, stream.frames_in, stream.frames_out, stream.dropped)
+                 stream.cause, stream.frames_in, stream.frames_out, stream.dropped_total)
 
     # -- FreeSWITCH's events ----------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import gevent.event
 from ..app import events
 from ..app.commands import CommandError, Start
 from ..app.settings import SettingsError, StreamSettings
+from ..app.stats import SAMPLE_MASK
 from ..esl.connection import ESLError
 from ..media.align import READ as SIDE_READ
 from ..media.align import WRITE as SIDE_WRITE
@@ -38,7 +39,6 @@ from ..media.frames import Chunker, chunk_pattern
 from ..media.mix import FrameClock, Mixer
 from ..media.resample import make_resampler
 from ..media.unicast import UnicastEndpoint
-from ..ops.metrics import SAMPLE_MASK
 from ..ws.client import WSError
 from ..ws.tls import make_ssl_context
 from .link import Link
@@ -47,9 +47,9 @@ from .taps import READ, WRITE, Tap, TapError
 
 if TYPE_CHECKING:
     from ..app.config import DaemonConfig
+    from ..app.stats import Counters
     from ..esl.connection import ESLConnection
     from ..media.unicast import PortPool
-    from ..ops.metrics import Counters
 
 with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -724,6 +724,10 @@ class Stream:
         if self.paused:
             return "paused"
         return "streaming" if self.frames_in else "waiting"
+
+    @property
+    def tap_uuids(self) -> list[str]:
+        return [t.uuid for t in self._taps]
 
     @property
     def dropped_total(self) -> int:

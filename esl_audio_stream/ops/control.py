@@ -207,7 +207,7 @@ class ControlServer:
             while not self._closing:
                 rows = status.rows(daemon.streams.values(), time.monotonic(), level=True,
                                    seen=seen)
-                ws.send(json.dumps({"esl": daemon.esl.connected, "streams": rows,
+                ws.send(json.dumps({"esl": daemon.esl_connected, "streams": rows,
                                     "columns": status.COLUMNS}))
                 try:
                     wait_read(sock.fileno(), timeout=FEED_INTERVAL)

@@ -58,7 +58,7 @@ def row(stream: Stream, now: float, *, level: bool = False,
         "bytes_out": stream.bytes_out,
         "playback_seconds": round(stream.playback_queued_seconds, 2),
         "source": stream.source,
-        "taps": [tap.uuid for tap in stream._taps],
+        "taps": stream.tap_uuids,
         "tap_frames_skipped": stream.tap_frames_skipped,
     }
     if level:
