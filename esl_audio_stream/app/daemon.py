@@ -3,7 +3,8 @@
 It turns command strings into streams, follows FreeSWITCH's channel events so each stream ends
 with its call (calls.py) and each event is fired on a route FreeSWITCH will deliver (the outbox,
 outbox.py: this module is its shell, which sends, waits and logs), and on shutdown stops every
-stream before letting go of FreeSWITCH.
+stream before letting go of FreeSWITCH. It knows nothing of the control endpoint: whoever builds
+the daemon (service.py) attaches it as `control`, started after ESL and stopped before it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Protocol
 
 import gevent
 import gevent.event
@@ -45,6 +47,16 @@ CHANNEL_EVENTS = (
 )
 
 
+class Attached(Protocol):
+    """A server run alongside the daemon (the control endpoint): started after ESL, stopped
+    before it, so it answers for as long as the daemon does."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig | None = None) -> None:
         self.config = config or DaemonConfig()
@@ -73,11 +85,8 @@ class Daemon:
         self._flusher: gevent.Greenlet | None = None
         self.counters = Counters()  # read by ops/metrics.py at scrape time
         self._closing = False
-        from ..ops.control import (
-            ControlServer,  # control imports nothing of ours but the daemon API
-        )
-
-        self.control = ControlServer(self, cfg.control_host, cfg.control_port)
+        #: The control endpoint, attached by whoever builds the daemon (service.build_daemon).
+        self.control: Attached | None = None
 
     # -- what the control endpoint and the metrics read -------------------------------------
 
@@ -106,7 +115,8 @@ class Daemon:
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
         self.esl.start()
-        self.control.start()
+        if self.control is not None:
+            self.control.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every stream (close 1000, disconnect events), then the control endpoint and ESL."""
@@ -125,7 +135,8 @@ class Daemon:
             log.error("stopping with %d events never fired (FreeSWITCH not connected)",
                       self.outbox.unsent)
         self._intake.kill(timeout=2)
-        self.control.stop()
+        if self.control is not None:
+            self.control.stop()
         self.esl.stop()
 
     # -- drain and reload (SIGTERM, SIGHUP) ----------------------------------------------------
