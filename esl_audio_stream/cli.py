@@ -135,7 +135,9 @@ def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from .app.daemon import Daemon
+    """The composition root at work: the daemon and its control endpoint (service.py), the
+    signals, then serve until a stop signal has drained the streams."""
+    from .service import build
 
     _setup_logging(ns.verbose)
     log = _log
@@ -147,7 +149,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if config.esl_password == PLACEHOLDER_PASSWORD:
         log.warning("esl.password is still the example's placeholder: set your own, in "
                     "event_socket.conf.xml and here")
-    daemon = Daemon(config)
+    daemon, control = build(config)
     reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
     signals = _Signals(daemon, reread)
     try:
@@ -164,7 +166,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host, config.esl_port,
-             *daemon.control.address, f", config {ns.config}" if ns.config else "")
+             *control.address, f", config {ns.config}" if ns.config else "")
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile

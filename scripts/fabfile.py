@@ -283,9 +283,9 @@ def _install_release(c: Connection, s: Settings, wh: Wheelhouse, tar: Path, targ
 def _check_release(c: Connection, s: Settings, target: str, config: str) -> None:
     """The release imports its C parts (libspeexdsp) and accepts its arguments and config."""
     q = shlex.quote
-    # The daemon module imports the whole runtime, the two C extensions included.
+    # The composition root imports the whole runtime, the two C extensions included.
     _sh(c, s, f"{q(target)}/bin/python -c 'import {PACKAGE}.media.resample,"
-              f" {PACKAGE}.app.daemon'", "the new release does not import")
+              f" {PACKAGE}.service'", "the new release does not import")
     helps = _sh(c, s, f"{q(target)}/bin/{NAME} run --help")
     if "--config" in s.run_args and "--config" not in helps:
         raise DeployError("this release's `run` has no --config: set deploy.run_args to flags")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wspeer import WSPeer
 
 from esl_audio_stream.app.config import DaemonConfig
-from esl_audio_stream.app.daemon import Daemon
 from esl_audio_stream.esl.connection import ESLConnection
+from esl_audio_stream.service import build_daemon
 
 REAL_FS = os.environ.get("EAS_REAL_FREESWITCH", "")
 EXTENSIONS = {"1000": "tone:440", "2000": "echo", "3000": "silence", "1001": "tone:1000"}
@@ -77,9 +77,10 @@ def esl(fs):
 def daemon(fs, tmp_path):
     # FreeSWITCH-side ports per test process, so that two suites on one machine do not collide
     base = 12000 + (os.getpid() % 35) * 100
-    d = Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2], control_port=0,
-                            first_audio_timeout=2.0, destroy_wait=1.0, fs_port_min=base,
-                            fs_port_max=base + 99, files_dir=str(tmp_path / "files")))
+    d = build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2],
+                                  control_port=0, first_audio_timeout=2.0, destroy_wait=1.0,
+                                  fs_port_min=base, fs_port_max=base + 99,
+                                  files_dir=str(tmp_path / "files")))
     d.start()
     assert d.esl.wait_connected(5)
     try:

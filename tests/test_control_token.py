@@ -14,15 +14,16 @@ from websockets.exceptions import InvalidStatus
 
 from esl_audio_stream.app.config import DaemonConfig
 from esl_audio_stream.app.daemon import Daemon
+from esl_audio_stream.service import build_daemon
 
 TOKEN = "s3cret token/with;odd=chars"
 
 
 def make_daemon(fs, tmp_path, **kw) -> Daemon:
     base = 12000 + (os.getpid() % 35) * 100
-    d = Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2], control_port=0,
-                            fs_port_min=base, fs_port_max=base + 99,
-                            files_dir=str(tmp_path / "files"), **kw))
+    d = build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2],
+                                  control_port=0, fs_port_min=base, fs_port_max=base + 99,
+                                  files_dir=str(tmp_path / "files"), **kw))
     d.start()
     assert d.esl.wait_connected(5)
     return d
@@ -126,14 +127,15 @@ def test_other_sites_pages_are_refused(fs, tmp_path, daemon, esl, peer):
 
 def test_a_non_loopback_control_address_needs_a_token(fs, tmp_path):
     with pytest.raises(ValueError, match="needs a token"):
-        Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host="0.0.0.0",
-                            control_port=0))
+        build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host="0.0.0.0",
+                                  control_port=0))
     with pytest.raises(ValueError, match="needs a token"):
-        Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host="myhost.example",
-                            control_port=0))
+        build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1],
+                                  control_host="myhost.example", control_port=0))
     # loopback in any spelling needs none (not started: nothing is bound)
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
-        Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host=host, control_port=0))
+        build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], control_host=host,
+                                  control_port=0))
 
 
 def test_feeds_end_when_the_daemon_stops(fs, tmp_path):

@@ -248,7 +248,7 @@ def test_events_fired_while_esl_is_down_go_out_when_it_is_back(esl, daemon, peer
     assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 3, 5)
     bodies = [json.loads(e.body) for e in stream_events(esl, uuid, events.JSON)]
     assert bodies == [{"n": 0}, {"n": 1}, {"n": 2}]  # all of them, in order
-    assert not daemon._unsent and daemon.events_failed == 0
+    assert not daemon.outbox.unsent and daemon.events_failed == 0
     esl.api(f"uuid_kill {uuid}")
 
 
@@ -264,7 +264,7 @@ def test_an_event_the_channel_never_fires_is_fired_again_after_the_hangup(
     assert wait_until(lambda: len(conn.binary) > 3)
     peer.send_text(conn, json.dumps({"n": "delivered"}))
     assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 1, 2)
-    assert wait_until(lambda: not daemon._routed, 2)  # it came back: nothing to fire again
+    assert wait_until(lambda: not daemon.outbox.routed, 2)  # it came back: nothing to fire again
     monkeypatch.setattr(sim, "_dequeue_event", lambda ch: None)  # the park loop is too late
     peer.send_text(conn, json.dumps({"n": "stuck"}))
     assert wait_until(lambda: len(sim.channel(uuid).events) == 1, 2)

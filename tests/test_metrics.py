@@ -15,7 +15,7 @@ from test_end_to_end import originate
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
-from esl_audio_stream.ops.metrics import SAMPLE_EVERY, Counters, FrameTimer
+from esl_audio_stream.app.stats import SAMPLE_EVERY, Counters, FrameTimer
 from esl_audio_stream.ops.status import FLOOR_DB, format_table, level_db
 
 P = "esl_audio_stream_"

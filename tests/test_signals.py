@@ -22,10 +22,10 @@ from test_processes import free_port, wait_port
 
 from esl_audio_stream.app import events
 from esl_audio_stream.app.config import DaemonConfig, load_config
-from esl_audio_stream.app.daemon import Daemon
 from esl_audio_stream.app.settings import StreamSettings
 from esl_audio_stream.esl.connection import ESLConnection
 from esl_audio_stream.ops.client import control_request
+from esl_audio_stream.service import build_daemon
 
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
 #: FreeSWITCH-side unicast ports of these tests (the conftest daemon uses 12000-15499).
@@ -48,10 +48,11 @@ def silent_endpoint():
 @pytest.fixture
 def own_daemon(fs, tmp_path):
     """A daemon of this file's own, with a short WebSocket connect timeout and a stop text."""
-    d = Daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2], control_port=0,
-                            destroy_wait=1.0, fs_port_min=PORT_BASE, fs_port_max=PORT_BASE + 49,
-                            files_dir=str(tmp_path / "files"), ws_connect_timeout=1.5,
-                            stop_text='{"bye":true}', drain_timeout=4.0))
+    d = build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2],
+                                  control_port=0, destroy_wait=1.0, fs_port_min=PORT_BASE,
+                                  fs_port_max=PORT_BASE + 49, files_dir=str(tmp_path / "files"),
+                                  ws_connect_timeout=1.5, stop_text='{"bye":true}',
+                                  drain_timeout=4.0))
     d.start()
     assert d.esl.wait_connected(5)
     try:

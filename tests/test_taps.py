@@ -99,7 +99,7 @@ def test_bridged_call_streams_through_taps(esl, daemon, peer, sim, mix):
     assert wait_until(lambda: not daemon.streams, 3)
     assert wait_until(lambda: channels(esl) == 0, 3)
     assert conn.closed.wait(3) or wait_until(conn.closed.is_set, 3)
-    assert not daemon._tap_owners and daemon.ports.in_use == 0
+    assert not daemon.calls.tap_owners and daemon.ports.in_use == 0
 
 
 @pytest.mark.parametrize("mix", ["mono", "mixed", "stereo"])
@@ -238,7 +238,7 @@ def test_a_thousand_start_stop_cycles_leave_nothing_behind(esl, daemon, peer, si
         gevent.joinall([gevent.spawn(cycle, u) for u in calls], raise_error=True)
     assert len(done) == 1000
     assert wait_until(lambda: channels(esl) == base_channels, 5)
-    assert not daemon.streams and not daemon._tap_owners and daemon.ports.in_use == 0
+    assert not daemon.streams and not daemon.calls.tap_owners and daemon.ports.in_use == 0
     gevent.sleep(0.5)
     gc.collect()
     greenlets = sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet)
@@ -281,7 +281,7 @@ def test_a_stop_while_taps_are_being_made_again_leaves_no_tap(esl, daemon, peer,
     assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
     assert wait_until(lambda: channels(esl) == base, 3)
     gevent.sleep(0.5)
-    assert channels(esl) == base and not daemon._tap_owners and daemon.ports.in_use == 0
+    assert channels(esl) == base and not daemon.calls.tap_owners and daemon.ports.in_use == 0
     esl.api(f"uuid_kill {uuid}")
 
 

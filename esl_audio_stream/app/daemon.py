@@ -1,8 +1,10 @@
 """The daemon: one ESL connection, the registry of streams, and the commands that change it.
 
 It turns command strings into streams, follows FreeSWITCH's channel events so each stream ends
-with its call and each event is fired on a route FreeSWITCH will deliver (see events.py), and on
-shutdown stops every stream before letting go of FreeSWITCH.
+with its call (calls.py) and each event is fired on a route FreeSWITCH will deliver (the outbox,
+outbox.py: this module is its shell, which sends, waits and logs), and on shutdown stops every
+stream before letting go of FreeSWITCH. It knows nothing of the control endpoint: whoever builds
+the daemon (service.py) attaches it as `control`, started after ESL and stopped before it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
+from typing import Protocol
 
 import gevent
 import gevent.event
@@ -21,19 +23,16 @@ from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
 from ..media.files import clean_base
 from ..media.unicast import PortPool
-from ..ops.metrics import Counters
 from ..ws.tls import make_ssl_context
 from . import commands, events, intake
+from .calls import Calls, initial_state
 from .commands import CommandError
 from .config import DaemonConfig, changed_keys, reloadable
+from .outbox import Fire, Kept, Outbox, Send, Wait
 from .settings import SettingsError, settings_from_variables, variables_from_dump
+from .stats import Counters
 
 log = logging.getLogger(__name__)
-
-#: Events kept while the ESL connection is down; beyond it the oldest are dropped (counted).
-UNSENT_MAX = 1000
-#: Routed events awaiting their return; beyond it the oldest are no longer watched.
-ROUTED_MAX = 10000
 
 CHANNEL_EVENTS = (
     "CHANNEL_PARK",
@@ -48,14 +47,14 @@ CHANNEL_EVENTS = (
 )
 
 
-class CallTrack:
-    """What the channel events have said about one streamed call."""
+class Attached(Protocol):
+    """A server run alongside the daemon (the control endpoint): started after ESL, stopped
+    before it, so it answers for as long as the daemon does."""
 
-    __slots__ = ("destroyed", "state")
-
-    def __init__(self, state: events.CallState) -> None:
-        self.state = state
-        self.destroyed = gevent.event.Event()
+    @property
+    def address(self) -> tuple[str, int]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class Daemon:
@@ -71,32 +70,41 @@ class Daemon:
             command_timeout=cfg.esl_timeout,
         )
         # Our own events too: one routed through a parked channel is confirmed when it comes
-        # back, and fired again if the channel never fires it (see _confirm_routed).
+        # back, and fired again if the channel never fires it (see outbox.py).
         self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
                            intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
         self.streams: dict[str, Stream] = {}
         self._starting: set[str] = set()
-        self._tracks: dict[str, CallTrack] = {}
+        self.calls = Calls()  # the streamed calls' states, the tap channels' owners
+        self.outbox = Outbox()  # how events are routed, kept while ESL is down, fired again
         self._checker: gevent.Greenlet | None = None
-        self._intake = Group()  # greenlets running commands that came as events
+        # greenlets running commands that came as events, and events fired again
+        self._intake = Group()
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
-        self._tap_owners: dict[str, Stream] = {}  # tap channel uuid -> the stream it feeds
-        self._unsent: deque = deque()  # events fired while ESL was down (see _keep_unsent)
-        self.events_kept = 0
-        # events routed through a parked channel, until they come back: seq -> (uuid, ...)
-        self._routed: dict[int, tuple[str, str, str, dict[str, str] | None]] = {}
-        self._routed_seq = 0
-        self.events_refired = 0
         self._flusher: gevent.Greenlet | None = None
-        self.events_failed = 0
-        self.counters = Counters()  # read by metrics.py at scrape time
+        self.counters = Counters()  # read by ops/metrics.py at scrape time
         self._closing = False
-        from ..ops.control import (
-            ControlServer,  # control imports nothing of ours but the daemon API
-        )
+        #: The control endpoint, attached by whoever builds the daemon (service.build_daemon).
+        self.control: Attached | None = None
 
-        self.control = ControlServer(self, cfg.control_host, cfg.control_port)
+    # -- what the control endpoint and the metrics read -------------------------------------
+
+    @property
+    def esl_connected(self) -> bool:
+        return self.esl.connected
+
+    @property
+    def events_kept(self) -> int:
+        return self.outbox.kept
+
+    @property
+    def events_failed(self) -> int:
+        return self.outbox.failed
+
+    @property
+    def events_refired(self) -> int:
+        return self.outbox.refired
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -107,7 +115,8 @@ class Daemon:
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
         self.esl.start()
-        self.control.start()
+        if self.control is not None:
+            self.control.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every stream (close 1000, disconnect events), then the control endpoint and ESL."""
@@ -122,11 +131,12 @@ class Daemon:
             self._checker.kill()
         if self._flusher is not None:
             self._flusher.kill()
-        if self._unsent:
+        if self.outbox.unsent:
             log.error("stopping with %d events never fired (FreeSWITCH not connected)",
-                      len(self._unsent))
+                      self.outbox.unsent)
         self._intake.kill(timeout=2)
-        self.control.stop()
+        if self.control is not None:
+            self.control.stop()
         self.esl.stop()
 
     # -- drain and reload (SIGTERM, SIGHUP) ----------------------------------------------------
@@ -214,15 +224,14 @@ class Daemon:
         self._starting.add(uuid)
         try:
             channel = self._channel_info(uuid)
-            track = CallTrack(_initial_state(channel))
-            self._tracks[uuid] = track
+            track = self.calls.track(uuid, initial_state(channel))
             rate = int(channel.get("variable_read_rate") or 0)
             try:
                 settings = settings_from_variables(
                     variables_from_dump(channel), self.config.stream_defaults,
                     warn=lambda text: log.warning("%s: %s", uuid, text))
             except SettingsError as exc:
-                self._tracks.pop(uuid, None)
+                self.calls.forget(uuid)
                 raise CommandError(str(exc)) from None
             stream = Stream(self, cmd, rate, settings)
             # Registered while it connects, so stop and send_text reach it (texts are queued).
@@ -232,7 +241,7 @@ class Daemon:
             except BaseException:
                 if self.streams.get(uuid) is stream:
                     del self.streams[uuid]
-                self._tracks.pop(uuid, None)
+                self.calls.forget(uuid)
                 raise
             self.counters.started += 1
             if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
@@ -257,8 +266,7 @@ class Daemon:
     # -- what streams need from us ----------------------------------------------------------
 
     def call_state(self, uuid: str) -> events.CallState:
-        track = self._tracks.get(uuid)
-        return track.state if track is not None else events.CallState.GONE
+        return self.calls.state(uuid)
 
     def fire(self, uuid: str, subclass: str, body: str, *, extra: dict[str, str] | None = None,
              state: events.CallState | None = None) -> None:
@@ -266,90 +274,53 @@ class Daemon:
         a streamed call, else `state`, else the call is taken as gone)."""
         if subclass in (events.ERROR, events.DISCONNECT):
             self.counters.count_event(subclass, body)
-        self._route_and_send(uuid, subclass, body, extra, state)
+        self._deliver(Fire(uuid, subclass, body, extra, state))
 
-    def _route_and_send(self, uuid: str, subclass: str, body: str,
-                        extra: dict[str, str] | None, state: events.CallState | None) -> None:
-        if not self.esl.connected:  # surely not sent: kept, and fired when FreeSWITCH is back
-            self._keep_unsent(uuid, subclass, body, extra, state)
-            return
-        track = self._tracks.get(uuid)
-        if track is not None:
-            state = track.state
-        route = events.route_for(state or events.CallState.GONE)
-        if route is events.Route.WAIT_DESTROY:
-            seen = track is not None and track.destroyed.wait(self.config.destroy_wait)
-            route = events.Route.DIRECT if seen else events.Route.UNROUTED
-        self._send(uuid, subclass, body, extra, route)
-
-    def _send(self, uuid: str, subclass: str, body: str, extra: dict[str, str] | None,
-              route: events.Route) -> None:
-        headers = events.event_headers(route, uuid, subclass)
-        if extra:
-            headers.update(extra)
-        if route is events.Route.VIA_CHANNEL:  # the park loop fires it, if the call stays
-            self._routed_seq += 1
-            headers[events.ROUTED_HEADER] = str(self._routed_seq)
-            if len(self._routed) >= ROUTED_MAX:
-                self._routed.pop(next(iter(self._routed)))
-            self._routed[self._routed_seq] = (uuid, subclass, body, extra)
-        try:
-            self.esl.sendevent("CUSTOM", headers, body)
-        except ESLError as exc:  # maybe sent, maybe not: not fired twice
-            self.events_failed += 1
-            log.error("%s: could not fire %s: %s", uuid, subclass, exc)
-
-    def _keep_unsent(self, uuid: str, subclass: str, body: str,
-                     extra: dict[str, str] | None, state: events.CallState | None) -> None:
-        """Events fired while the ESL connection is down wait (bounded, oldest dropped and
-        counted) and go out, in order, when it is back, routed for the call's state then."""
-        if len(self._unsent) >= UNSENT_MAX:
-            self._unsent.popleft()
-            self.events_failed += 1
-            if not self.events_failed % 100:
+    def _deliver(self, event: Fire) -> None:
+        """The outbox's shell: send what it says, after waiting (bounded) for a hung-up call's
+        CHANNEL_DESTROY when it says to (in the caller's greenlet: what it fires next waits)."""
+        track = self.calls.get(event.uuid)
+        out = self.outbox.fire(event, connected=self.esl.connected,
+                               tracked=track.state if track is not None else None)
+        if isinstance(out, Kept):
+            if out.dropped and not self.outbox.failed % 100:
                 log.error("ESL down: %d events lost so far (the oldest go first)",
-                          self.events_failed)
-        self._unsent.append((uuid, subclass, body, extra, state))
-        self.events_kept += 1
-        if len(self._unsent) == 1:
-            log.warning("%s: FreeSWITCH is not connected: %s kept until it is", uuid, subclass)
+                          self.outbox.failed)
+            if out.waiting == 1:
+                log.warning("%s: FreeSWITCH is not connected: %s kept until it is", event.uuid,
+                            event.subclass)
+            return
+        if isinstance(out, Wait):
+            seen = track is not None and track.destroyed.wait(self.config.destroy_wait)
+            out = self.outbox.waited(out, bool(seen))
+        self._send(out)
+
+    def _send(self, send: Send) -> None:
+        try:
+            self.esl.sendevent("CUSTOM", send.headers, send.body)
+        except ESLError as exc:  # maybe sent, maybe not: not fired twice
+            self.outbox.send_failed()
+            log.error("%s: could not fire %s: %s", send.uuid, send.subclass, exc)
 
     def _fire_unsent(self) -> None:
         """After a reconnect: the events kept while it was down, oldest first."""
         sent = 0
-        while self._unsent and self.esl.connected:
-            self._route_and_send(*self._unsent.popleft())
+        while self.esl.connected and (event := self.outbox.next_unsent()) is not None:
+            self._deliver(event)
             sent += 1
         if sent:
             log.info("fired %d events kept while FreeSWITCH was not connected", sent)
 
-    def _refire_routed(self, uuid: str, why: str) -> None:
-        """Events queued to a channel that will never fire them: a call destroyed before its
-        park loop dequeued them, or one bridged (the bridge drops them: facts file). They were
-        not delivered (it delivers in order, so a delivered one came back before this event):
-        fire them again, on the route of the call's state now."""
-        stuck = [seq for seq, item in self._routed.items() if item[0] == uuid]
-        if not stuck:
-            return
-        # destroyed: Unique-ID is fired at once; bridged: without it, or the bridge drops it
-        route = events.Route.DIRECT if why == "CHANNEL_DESTROY" else events.Route.UNROUTED
-        for seq in stuck:
-            _, subclass, body, extra = self._routed.pop(seq)
-            self.events_refired += 1
-            self._intake.spawn(self._send, uuid, subclass, body, extra, route)
-        log.info("%s: %d events the channel never fired (%s): fired again", uuid, len(stuck),
-                 why)
-
     def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
-        self._tap_owners[tap_uuid] = stream
+        self.calls.tap_opened(tap_uuid, stream)
 
     def tap_closed(self, tap_uuid: str) -> None:
-        self._tap_owners.pop(tap_uuid, None)
+        self.calls.tap_closed(tap_uuid)
 
     def stream_ended(self, stream: Stream) -> None:
         if self.streams.get(stream.uuid) is stream:
             del self.streams[stream.uuid]
-        self._tracks.pop(stream.uuid, None)
+        self.calls.forget(stream.uuid)
         self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
                  stream.cause, stream.frames_in, stream.frames_out, stream.dropped_total)
@@ -361,11 +332,11 @@ class Daemon:
         if name == "CUSTOM" or (not name and event.subclass):
             seq = event.get(events.ROUTED_HEADER)
             if seq is not None:  # one of ours, delivered by the channel
-                self._routed.pop(int(seq) if seq.isdigit() else -1, None)
+                self.outbox.came_back(seq)
                 return
             found = intake.from_event(event)
             if found is not None:
-                self._intake.spawn(self._run_intake, found, _initial_state(event.headers))
+                self._intake.spawn(self._run_intake, found, initial_state(event.headers))
             return
         if name == "CHANNEL_PARK" and event.uuid not in self._auto_started:
             found = intake.auto_start(event)
@@ -374,16 +345,19 @@ class Daemon:
                 self._intake.spawn(self._run_intake, found, events.CallState.PARKED)
         elif name == "CHANNEL_DESTROY":
             self._auto_started.discard(event.uuid)
-        if name in ("CHANNEL_DESTROY", "CHANNEL_BRIDGE") and self._routed:
-            self._refire_routed(event.uuid, name)
-        track = self._tracks.get(event.uuid)
+        again = self.outbox.channel_event(name, event.uuid)
+        if again:
+            for send in again:
+                self._intake.spawn(self._send, send)
+            log.info("%s: %d events the channel never fired (%s): fired again", event.uuid,
+                     len(again), name)
+        track = self.calls.fold(event.uuid, name, event.get("Application", ""))
         if track is None:
-            if name == "CHANNEL_HANGUP" and event.uuid in self._tap_owners:
-                self._tap_owners.pop(event.uuid).tap_gone(event.uuid)
+            if name == "CHANNEL_HANGUP":
+                owner = self.calls.tap_hung_up(event.uuid)
+                if owner is not None:
+                    owner.tap_gone(event.uuid)
             return
-        track.state = events.next_state(track.state, name, event.get("Application", ""))
-        if name == "CHANNEL_DESTROY":
-            track.destroyed.set()
         stream = self.streams.get(event.uuid)
         if stream is None:
             return
@@ -408,7 +382,7 @@ class Daemon:
         and fire the events kept meanwhile."""
         if self.streams and (self._checker is None or self._checker.dead):
             self._checker = gevent.spawn(self._check_calls)
-        if self._unsent and (self._flusher is None or self._flusher.dead):
+        if self.outbox.unsent and (self._flusher is None or self._flusher.dead):
             self._flusher = gevent.spawn(self._fire_unsent)
 
     def _check_calls(self) -> None:
@@ -418,16 +392,6 @@ class Daemon:
             except ESLError:
                 return
             if not exists:
-                track = self._tracks.get(uuid)
-                if track is not None:
-                    track.state = events.CallState.GONE
-                    track.destroyed.set()
+                self.calls.gone(uuid)
                 stream.stop_async("hangup")
 
-
-def _initial_state(channel: dict[str, str]) -> events.CallState:
-    if channel.get("Channel-State") in ("CS_HANGUP", "CS_REPORTING", "CS_DESTROY"):
-        return events.CallState.HUNGUP
-    if channel.get("variable_current_application") == "park":
-        return events.CallState.PARKED
-    return events.CallState.BUSY

@@ -22,7 +22,7 @@ import gevent.event
 from ..app import events
 from ..app.commands import CommandError, Start
 from ..app.settings import SettingsError, StreamSettings
-from ..ops.metrics import SAMPLE_MASK
+from ..app.stats import SAMPLE_MASK
 from ..protocols.actions import Clear, Mark, Play, Refuse, Relay
 from ..protocols.mod_audio_stream import ModAudioStream
 from ..ws.client import WSError
@@ -39,9 +39,9 @@ from .taps import TapSource
 
 if TYPE_CHECKING:
     from ..app.config import DaemonConfig
+    from ..app.stats import Counters
     from ..esl.connection import ESLConnection
     from ..media.unicast import PortPool
-    from ..ops.metrics import Counters
     from ..protocols.actions import Action
     from .sources import Source
 

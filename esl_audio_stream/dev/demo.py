@@ -16,10 +16,10 @@ import gevent
 
 from ..app import events
 from ..app.config import DaemonConfig
-from ..app.daemon import Daemon
 from ..esl.connection import ESLConnection
 from ..esl.protocol import Event
 from ..ops.client import control_request
+from ..service import build_daemon
 from .analysis import dominant_frequency
 from .simulator import Simulator
 from .sink import AudioSink
@@ -36,7 +36,7 @@ def run_demo(seconds: float = 5.0, out_dir: str = "demo-out") -> int:
     sink = AudioSink()
     sink.start()
     esl_host, esl_port = sim.address
-    daemon = Daemon(DaemonConfig(esl_host=esl_host, esl_port=esl_port, control_port=0))
+    daemon = build_daemon(DaemonConfig(esl_host=esl_host, esl_port=esl_port, control_port=0))
     seen: list[Event] = []
     listener = ESLConnection(esl_host, esl_port, on_event=seen.append)
     listener.subscribe("CUSTOM", events.CONNECT, events.DISCONNECT, events.JSON, events.ERROR)

@@ -18,6 +18,9 @@ commands, so no other site can make the browser send a command. Comparisons are 
 A request whose Origin header is not this endpoint's own is refused (another site's page cannot
 read the feed or post a command); without a token, so is a Host header that is not loopback (a
 DNS-rebinding page cannot either).
+
+It serves a `Controlled` (the daemon, handed over by whoever builds both: service.py), never
+importing the daemon itself.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from gevent.pywsgi import WSGIServer
@@ -40,9 +43,6 @@ from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 
 from . import metrics, status
-
-if TYPE_CHECKING:
-    from ..app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,26 @@ class _Handler(WebSocketHandler):
         pass
 
 
+class Controlled(metrics.Observed, Protocol):
+    """What the endpoint serves: commands, and what the metrics and the status rows read (the
+    live streams, the counters, the ESL link)."""
+
+    def execute(self, args: str | bytes) -> str:
+        """Carry out one `uuid_audio_stream` argument string; mod_audio_stream's answer."""
+        ...
+
+
 class ControlServer:
-    def __init__(self, daemon: Daemon, host: str, port: int) -> None:
-        if not is_loopback(host) and not daemon.config.control_token:
+    def __init__(self, daemon: Controlled, host: str, port: int, *, token: str | None = None,
+                 metrics_public: bool = True) -> None:
+        """`token` and `metrics_public` need a restart to change (config.RESTART_FIELDS), so
+        they are taken once here."""
+        if not is_loopback(host) and not token:
             raise ValueError(f"the control endpoint on {host} (not loopback) needs a token "
                              "([control] token)")
         self.daemon = daemon
+        self._token = token or ""
+        self._metrics_public = metrics_public
         self._closing = False
         self.feeds = 0  # status pages connected now
         self._registry = metrics.registry_for(daemon)
@@ -104,10 +118,6 @@ class ControlServer:
         self._server.stop(timeout=2)
 
     # -- who may ask ------------------------------------------------------------------------
-
-    @property
-    def _token(self) -> str:
-        return self.daemon.config.control_token or ""
 
     def _bearer_ok(self, environ: dict) -> bool:
         auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -170,7 +180,7 @@ class ControlServer:
             return _reply_bytes(start_response, "200 OK", self._page, _PAGE_TYPE,
                                 [("Cache-Control", "no-store")])
         if path == "/metrics" and method == "GET":
-            if token and not self.daemon.config.metrics_public and not self._bearer_ok(environ):
+            if token and not self._metrics_public and not self._bearer_ok(environ):
                 return _unauthorized(start_response)
             return _reply_bytes(start_response, "200 OK", metrics.render(self._registry),
                                 metrics.CONTENT_TYPE)
@@ -207,7 +217,7 @@ class ControlServer:
             while not self._closing:
                 rows = status.rows(daemon.streams.values(), time.monotonic(), level=True,
                                    seen=seen)
-                ws.send(json.dumps({"esl": daemon.esl.connected, "streams": rows,
+                ws.send(json.dumps({"esl": daemon.esl_connected, "streams": rows,
                                     "columns": status.COLUMNS}))
                 try:
                     wait_read(sock.fileno(), timeout=FEED_INTERVAL)
