@@ -48,7 +48,7 @@ def run_channel(sw: Switch, ch: SimChannel) -> None:
             ch.mode = PARK
             _parse_private(sw, ch)
             if ch.mode == PARK:
-                _dequeue_event(sw, ch)
+                dequeue_event(sw, ch)
     elif mode == BRIDGE:
         _bridge_tick(sw, ch)
     elif mode == APP:
@@ -89,7 +89,7 @@ def park_tick(sw: Switch, ch: SimChannel) -> None:
             channel_unicast.deactivate(ch)
     _parse_private(sw, ch)
     if ch.mode == PARK:
-        _dequeue_event(sw, ch)
+        dequeue_event(sw, ch)
 
 
 def _bridge_tick(sw: Switch, ch: SimChannel) -> None:
@@ -189,7 +189,7 @@ def queue_event(sw: Switch, ev: Event) -> None:
     sw.fire(ev)
 
 
-def _dequeue_event(sw: Switch, ch: SimChannel) -> None:
+def dequeue_event(sw: Switch, ch: SimChannel) -> None:
     """The park loop fires one queued event per tick, with the channel's data headers."""
     if ch.events:
         ev = ch.events.popleft()
