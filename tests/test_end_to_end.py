@@ -15,6 +15,7 @@ from conftest import wait_until
 from esl_audio_stream.app import events
 from esl_audio_stream.call.stream import Stream
 from esl_audio_stream.dev.analysis import dominant_frequency
+from esl_audio_stream.dev.simulator import park as sim_park
 
 
 def originate(esl, ext: str = "1000", rate: int = 8000, app: str = "&park()") -> str:
@@ -265,7 +266,7 @@ def test_an_event_the_channel_never_fires_is_fired_again_after_the_hangup(
     peer.send_text(conn, json.dumps({"n": "delivered"}))
     assert wait_until(lambda: len(stream_events(esl, uuid, events.JSON)) == 1, 2)
     assert wait_until(lambda: not daemon.outbox.routed, 2)  # it came back: nothing to fire again
-    monkeypatch.setattr(sim, "_dequeue_event", lambda ch: None)  # the park loop is too late
+    monkeypatch.setattr(sim_park, "dequeue_event", lambda sw, ch: None)  # the park loop is too late
     peer.send_text(conn, json.dumps({"n": "stuck"}))
     assert wait_until(lambda: len(sim.channel(uuid).events) == 1, 2)
     esl.api(f"uuid_kill {uuid}")

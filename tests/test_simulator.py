@@ -443,7 +443,7 @@ def test_slow_client_is_dropped_without_stalling_calls():
             fast.send(b"sendevent CUSTOM\nEvent-Subclass: sim::flood\nContent-Length: %d\n\n%s"
                       % (len(big), big))
             fast.expect("command/reply", 5)
-        assert len(sim._conns) == 1  # the slow one is gone
+        assert len(sim.esl.connections) == 1  # the slow one is gone
         n = len(sink.got)
         assert sink.wait_for(n + 5)  # calls kept going
         sink.close()

@@ -1,10 +1,9 @@
 """gevent shell around the sans-IO ESL protocol: one inbound connection to FreeSWITCH.
 
 One owner greenlet connects, authenticates, (re)subscribes, then reads: it dispatches events in
-order and hands each reply to the oldest waiting command. FreeSWITCH answers commands on one
-connection strictly in order, so a FIFO of ``AsyncResult`` plus a write lock (wire order ==
-FIFO order) is all the matching needed. A timed-out command keeps its FIFO slot so its late reply
-is consumed and dropped instead of being handed to the next command.
+order and hands each reply to the oldest waiting command (waiters.py: replies in wire order,
+bgapi jobs by Job-UUID). When a session ends, every waiter fails at once and the owner reconnects
+with backoff; the names subscribed (subscriptions.py) are sent again.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ import random
 import socket as _socket
 import time
 import uuid as _uuid
-from collections import deque
 from collections.abc import Callable
 
 import gevent
 from gevent import socket
-from gevent.event import AsyncResult
 from gevent.event import Event as _Flag
 from gevent.lock import Semaphore
 from gevent.pool import Group
@@ -38,6 +35,8 @@ from .protocol import (
     cmd_sendevent,
     cmd_sendmsg,
 )
+from .subscriptions import BACKGROUND_JOB, Subscriptions
+from .waiters import Waiters
 
 __all__ = ["ESLAuthError", "ESLConnection", "ESLDisconnected", "ESLError", "ESLTimeout"]
 
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 
 _RECV_SIZE = 65536
 _STOP_EXIT_TIMEOUT = 1.0
-_BACKGROUND_JOB = "BACKGROUND_JOB"
 
 
 class ESLError(Exception):
@@ -62,52 +60,6 @@ class ESLDisconnected(ESLError):
 
 class ESLAuthError(ESLError):
     """The event socket password was refused."""
-
-
-class _Subscriptions:
-    """Remembered ``event plain`` names, so every reconnect can send them again.
-
-    Kept as plain names + custom subclasses because on the wire every token after ``CUSTOM`` is a
-    subclass: a merged list must be re-ordered, not just concatenated.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[str] = [_BACKGROUND_JOB]  # bgapi needs it, always
-        self.custom = False
-        self.subclasses: list[str] = []
-        self.version = 0
-
-    def add(self, names: tuple[str, ...]) -> list[str]:
-        """Remember names; return the ``event plain`` tokens for the new ones only."""
-        new_events: list[str] = []
-        new_subclasses: list[str] = []
-        new_custom = False
-        after_custom = False
-        for token in (t for name in names for t in name.split()):
-            if token == "CUSTOM":
-                after_custom = True
-                if not self.custom:
-                    self.custom = new_custom = True
-            elif after_custom or "::" in token:
-                if token not in self.subclasses:
-                    self.subclasses.append(token)
-                    new_subclasses.append(token)
-            elif token not in self.events:
-                self.events.append(token)
-                new_events.append(token)
-        if new_subclasses and not self.custom:
-            self.custom = new_custom = True
-        tokens = new_events
-        if new_custom or new_subclasses:
-            tokens = [*tokens, "CUSTOM", *new_subclasses]
-        if tokens:
-            self.version += 1
-        return tokens
-
-    def all(self) -> list[str]:
-        if self.custom:
-            return [*self.events, "CUSTOM", *self.subclasses]
-        return list(self.events)
 
 
 def _tune(sock: socket.socket) -> None:
@@ -165,10 +117,9 @@ class ESLConnection:
         self._connected = False
         self._connected_flag = _Flag()
         self._session_ok = False
-        self._pending: deque[AsyncResult] = deque()
-        self._jobs: dict[str, AsyncResult] = {}
+        self._waiters = Waiters()
         self._write_lock = Semaphore()
-        self._subs = _Subscriptions()
+        self._subs = Subscriptions()
         self._runner: gevent.Greenlet | None = None
         self._callbacks = Group()
         self._stopping = False
@@ -243,23 +194,21 @@ class ESLConnection:
         total = self._command_timeout if timeout is None else timeout
         deadline = time.monotonic() + total
         job_id = str(_uuid.uuid4())
-        job = AsyncResult()
-        self._jobs[job_id] = job  # before sending: the event may overtake the reply
+        job = self._waiters.expect_job(job_id)  # before sending: the event may overtake the reply
         try:
             reply = self._command(cmd_bgapi(command, job_id), total)
             _reply_text(reply)
             echoed = reply.headers.get("Job-UUID")
             if echoed and echoed != job_id:  # a server that ignored our Job-UUID header
-                self._jobs.pop(job_id, None)
+                self._waiters.rekey_job(job_id, echoed)
                 job_id = echoed
-                self._jobs[job_id] = job
             try:
                 event = job.get(timeout=max(0.0, deadline - time.monotonic()))
             except gevent.Timeout:
                 raise ESLTimeout(f"bgapi: no BACKGROUND_JOB within {total}s") from None
             return event.body.decode("utf-8", "replace")
         finally:
-            self._jobs.pop(job_id, None)
+            self._waiters.forget_job(job_id)
 
     def sendmsg(self, uuid: str, headers: dict[str, str], timeout: float | None = None) -> str:
         """``sendmsg``: Reply-Text. ``+OK`` only means queued to the channel (see facts file)."""
@@ -283,14 +232,13 @@ class ESLConnection:
             raise ESLDisconnected(f"not connected to FreeSWITCH at {self.host}:{self.port}")
         total = self._command_timeout if timeout is None else timeout
         deadline = time.monotonic() + total
-        result = AsyncResult()
         if not self._write_lock.acquire(timeout=total):
             raise ESLTimeout(f"could not send an ESL command within {total}s")
         try:
             sock = self._sock
             if not self._connected or sock is None:
                 raise ESLDisconnected(f"not connected to FreeSWITCH at {self.host}:{self.port}")
-            self._pending.append(result)
+            result = self._waiters.expect_reply()
             try:
                 with gevent.Timeout(max(0.0, deadline - time.monotonic()), ESLTimeout):
                     sock.sendall(data)
@@ -402,9 +350,7 @@ class ESLConnection:
     def _handle_message(self, msg: Message) -> None:
         ctype = msg.content_type
         if ctype == "command/reply" or ctype == "api/response":
-            if self._pending:
-                self._pending.popleft().set(msg)
-            else:
+            if not self._waiters.reply(msg):
                 log.warning("ESL %s with no command waiting for it: dropped", ctype)
         elif ctype == "text/disconnect-notice":
             log.info("ESL disconnect notice from %s:%d", self.host, self.port)
@@ -412,11 +358,8 @@ class ESLConnection:
             log.debug("ESL %s message ignored", ctype)
 
     def _handle_event(self, event: Event) -> None:
-        if event.headers.get("Event-Name") == _BACKGROUND_JOB:
-            job = self._jobs.pop(event.headers.get("Job-UUID", ""), None)
-            if job is not None:
-                job.set(event)
-                return
+        if event.headers.get("Event-Name") == BACKGROUND_JOB and self._waiters.job_done(event):
+            return
         if self._on_event is not None:
             try:
                 self._on_event(event)
@@ -443,12 +386,7 @@ class ESLConnection:
         self._connected_flag.clear()
         self._sock = None
         self._abort(sock)
-        pending, self._pending = self._pending, deque()
-        jobs, self._jobs = self._jobs, {}
-        for result in pending:
-            result.set_exception(ESLDisconnected("ESL connection lost"))
-        for result in jobs.values():
-            result.set_exception(ESLDisconnected("ESL connection lost"))
+        self._waiters.fail_all(lambda: ESLDisconnected("ESL connection lost"))
         if was_connected:
             log.info("ESL disconnected from %s:%d", self.host, self.port)
             if self._on_disconnect is not None:

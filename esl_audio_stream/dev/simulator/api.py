@@ -1,21 +1,22 @@
 """The api commands the simulator knows, answering with mod_commands' exact texts.
 
 An unknown command answers `-ERR <cmd> Command not found!\\n` -- including uuid_audio_stream,
-since a stock FreeSWITCH has no mod_audio_stream.
+since a stock FreeSWITCH has no mod_audio_stream. A new command is one function here, taking
+the Switch it acts on and its argument string, registered by `@command`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
+from . import bugs, calls, park, playback
 from .dialstring import DialError, inline_app, parse_originate
 from .events import url_encode
-from .media import SUPPORTED_RATES, load_for_displace
-
-if TYPE_CHECKING:
-    from .core import Simulator
+from .media import SUPPORTED_RATES
+from .switch import Switch
 
 VERSION = "1.11.3-dev (simulator)"
 _CHANNEL_COLUMNS = (
@@ -43,14 +44,33 @@ def _separate(arg: str | None, maxparts: int) -> list[str]:
     return out
 
 
-def execute(sim: Simulator, name: str, arg: str | None) -> str:
+Command = Callable[[Switch, str | None], str]
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(fn: Command) -> Command:
+    """Register an api command under its function's name."""
+    _COMMANDS[fn.__name__] = fn
+    return fn
+
+
+class Host(Protocol):
+    """What api commands run on: the Simulator, which passes itself in (this module never
+    imports it: core imports this)."""
+
+    switch: Switch
+
+
+def execute(sim: Host, name: str, arg: str | None) -> str:
+    """The command's text; an empty text is the command's own (uuid_break prints nothing)."""
     fn = _COMMANDS.get(name.lower())
     if fn is None:
         return f"-ERR {name} Command not found!\n"
-    return fn(sim, arg)
+    return fn(sim.switch, arg)
 
 
-def originate(sim: Simulator, arg: str | None) -> str:
+@command
+def originate(sw: Switch, arg: str | None) -> str:
     if not arg:
         return ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "
                 "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n")
@@ -59,18 +79,18 @@ def originate(sim: Simulator, arg: str | None) -> str:
     except DialError as exc:
         return f"-ERR {exc}\n"
     except ValueError:
-        return originate(sim, None)
+        return originate(sw, None)
     rate_s = dial.variables.get("channel_rate", "8000")
     if dial.dialplan == "inline":
         app, app_arg = inline_app(dial.extension)
         if app != "native_eavesdrop":
             return f"-ERR SIMULATOR_UNSUPPORTED_INLINE_APPLICATION_{app}\n"
         # the B leg eavesdrops on the target; it runs at the target's rate
-        target = sim._all.get(app_arg.split(" ")[0])
+        target = sw.all.get(app_arg.split(" ")[0])
         rate_s = str(target.rate) if target is not None else rate_s
         spec = f"tap:{app_arg}"
     else:
-        spec = sim.extensions.get(dial.extension)
+        spec = sw.extensions.get(dial.extension)
         if spec is None:
             return "-ERR NO_ROUTE_DESTINATION\n"
     if not rate_s.isdigit() or int(rate_s) not in SUPPORTED_RATES:
@@ -78,44 +98,48 @@ def originate(sim: Simulator, arg: str | None) -> str:
     if dial.app not in ("park", "playback", "echo", "bridge"):
         return f"-ERR SIMULATOR_UNSUPPORTED_APPLICATION_{dial.app}\n"
     ouuid = dial.variables.get("origination_uuid")
-    if ouuid and ouuid in sim._all:
+    if ouuid and ouuid in sw.all:
         return "-ERR DESTINATION_OUT_OF_ORDER\n"
-    uuid = sim.new_call(dial.extension, spec, int(rate_s), dial.variables, dial.context,
-                        dial.app, dial.app_arg)
+    uuid = calls.new_call(sw, dial.extension, spec, int(rate_s), dial.variables, dial.context,
+                          dial.app, dial.app_arg)
     return f"+OK {uuid}\n"
 
 
-def uuid_kill(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_kill(sw: Switch, arg: str | None) -> str:
     if not arg:
         return "-USAGE: <uuid> [cause]\n"
     uuid, _, cause = arg.partition(" ")
-    ch = sim._live(uuid)
+    ch = sw.live(uuid)
     if ch is None:
         return "-ERR No such channel!\n"
-    sim.hangup(ch, cause.strip().upper() or "NORMAL_CLEARING")
+    calls.hangup(sw, ch, cause.strip().upper() or "NORMAL_CLEARING")
     return "+OK\n"
 
 
-def uuid_exists(sim: Simulator, arg: str | None) -> str:
-    return "true" if arg and sim._live(arg) is not None else "false"
+@command
+def uuid_exists(sw: Switch, arg: str | None) -> str:
+    return "true" if arg and sw.live(arg) is not None else "false"
 
 
-def uuid_getvar(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_getvar(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 4)
     if len(argv) < 2:
         return "-USAGE: <uuid> <var>\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR No such channel!\n"
     value = ch.variables.get(argv[1])
     return value if value is not None else "_undef_"
 
 
-def uuid_setvar(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_setvar(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 3)
     if len(argv) not in (2, 3):
         return "-USAGE: <uuid> <var> [value]\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR No such channel!\n"
     if len(argv) == 3 and argv[2] != "":
@@ -125,15 +149,16 @@ def uuid_setvar(sim: Simulator, arg: str | None) -> str:
     return "+OK\n"
 
 
-def uuid_dump(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_dump(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 2)
     if not argv:
         return "-USAGE: <uuid> [format]\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR No such channel!\n"
     fmt = argv[1].lower() if len(argv) > 1 else "txt"
-    ev = sim.core.create("CHANNEL_DATA", func="uuid_dump_function")
+    ev = sw.core.create("CHANNEL_DATA", func="uuid_dump_function")
     ev.headers += ch.data_headers("CHANNEL_DATA")
     if fmt == "json":
         return json.dumps(dict(ev.headers))
@@ -142,38 +167,41 @@ def uuid_dump(sim: Simulator, arg: str | None) -> str:
     return "".join(f"{k}: {url_encode(v)}\n" for k, v in ev.headers) + "\n"
 
 
-def uuid_broadcast(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_broadcast(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 4)
     if len(argv) < 2:
         return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR invalid uuid\n"
     legs = argv[2].lower() if len(argv) > 2 else "aleg"
     if "aleg" in legs or "both" in legs:
-        sim.broadcast(ch, argv[1])
+        playback.broadcast(sw, ch, argv[1])
     return "+OK Message sent\n"
 
 
-def uuid_break(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_break(sw: Switch, arg: str | None) -> str:
     """mod_commands' break_function: answers nothing when it worked (the flag is acted on by the
     channel's own loop); `all` also flushes the messages queued to the channel."""
     argv = _separate(arg, 2)
     if not argv:
         return "-USAGE: <uuid> [all]\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR No Such Channel!\n"
-    sim.break_playback(ch, flush=len(argv) > 1 and "all" in argv[1].lower())
+    playback.break_playback(sw, ch, flush=len(argv) > 1 and "all" in argv[1].lower())
     return ""
 
 
-def uuid_transfer(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_transfer(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 5)
     usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
     if len(argv) < 2:
         return usage
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR No such channel!\n"
     dest, dialplan = argv[1], (argv[2] if len(argv) > 2 else "XML")
@@ -184,38 +212,37 @@ def uuid_transfer(sim: Simulator, arg: str | None) -> str:
     app, _, app_arg = dest.partition(":")
     if app not in ("park", "playback", "echo"):
         return f"-ERR simulator: inline application {app} not simulated\n"
-    sim.transfer(ch, app, app_arg)
+    park.transfer(sw, ch, app, app_arg)
     return "+OK\n"
 
 
-def uuid_displace(sim: Simulator, arg: str | None) -> str:
+@command
+def uuid_displace(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 5)
     if len(argv) < 3:
         return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
-    ch = sim._live(argv[0])
+    ch = sw.live(argv[0])
     if ch is None:
         return "-ERR Cannot locate session!\n"
     action, path = argv[1].lower(), argv[2]
     if action == "start":
         flags = argv[4] if len(argv) > 4 else ""
-        pcm = load_for_displace(path, ch.rate)
-        if pcm is None or path in ch.displace:  # one displace per file path per channel
+        if not bugs.start_displace(ch, path, flags):
             return "-ERR Cannot displace session!\n"
-        ch.bug_seq += 1  # media-bug order: a write tap attached later does not see it
-        ch.displace[path] = [pcm, 0, "m" in flags, "r" in flags, ch.bug_seq]
         return "+OK Success\n"
     if action == "stop":
-        if ch.displace.pop(path, None) is None:
+        if not bugs.stop_displace(ch, path):
             return "-ERR Cannot displace session!\n"
         return "+OK Success\n"
     return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
 
 
-def show(sim: Simulator, arg: str | None) -> str:
+@command
+def show(sw: Switch, arg: str | None) -> str:
     argv = _separate(arg, 6)
     if not argv or argv[0].lower() not in ("channels", "calls"):
         return "-USAGE: simulator knows: show channels [count], show calls [count]\n"
-    chans = list(sim._all.values())
+    chans = list(sw.all.values())
     if argv[0].lower() == "calls":
         chans = [c for c in chans if c.leg == "a"]
     if len(argv) > 1 and argv[1].lower() == "count":
@@ -228,15 +255,16 @@ def show(sim: Simulator, arg: str | None) -> str:
             c.uuid, c.direction, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created)),
             str(int(c.created)), c.name, c.state, c.cid_name, c.cid_number, "127.0.0.1",
             c.extension, c.app, c.app_arg, "XML", c.context, "L16", str(c.rate),
-            str(c.rate * 16), "L16", str(c.rate), str(c.rate * 16), "", sim.core.hostname, "", "",
+            str(c.rate * 16), "L16", str(c.rate), str(c.rate * 16), "", sw.core.hostname, "", "",
             "", c.call_state, "", "", "", c.uuid, "", "", c.cid_name, c.cid_number, "127.0.0.1",
             c.extension, "XML", c.context,
         )))
     return "\n".join(rows) + f"\n\n{len(chans)} total.\n"
 
 
-def status(sim: Simulator, arg: str | None) -> str:
-    up = time.time() - sim.started_at
+@command
+def status(sw: Switch, arg: str | None) -> str:
+    up = time.time() - sw.started_at
     secs = int(up)
     ms = int((up - secs) * 1000)
     us = int((up - secs) * 1_000_000) % 1000
@@ -247,13 +275,13 @@ def status(sim: Simulator, arg: str | None) -> str:
     def pl(n: int, word: str) -> str:
         return f"{n} {word}{'' if n == 1 else 's'}"
 
-    live = len(sim._all)
+    live = len(sw.all)
     return (
         f"UP {pl(0, 'year')}, {pl(d, 'day')}, {pl(h, 'hour')}, {pl(m, 'minute')}, "
         f"{pl(s, 'second')}, {pl(ms, 'millisecond')}, {pl(us, 'microsecond')}\n"
         f"FreeSWITCH (Version {VERSION}) is ready\n"
-        f"{sim.sessions_since_startup} session(s) since startup\n"
-        f"{live} session(s) - peak {sim.sessions_peak}, last 5min {sim.sessions_peak} \n"
+        f"{sw.sessions_since_startup} session(s) since startup\n"
+        f"{live} session(s) - peak {sw.sessions_peak}, last 5min {sw.sessions_peak} \n"
         f"0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n"
         f"1000 session(s) max\n"
         f"min idle cpu 0.00/100.00\n"
@@ -261,19 +289,4 @@ def status(sim: Simulator, arg: str | None) -> str:
     )
 
 
-_COMMANDS = {
-    "originate": originate,
-    "uuid_kill": uuid_kill,
-    "uuid_exists": uuid_exists,
-    "uuid_getvar": uuid_getvar,
-    "uuid_setvar": uuid_setvar,
-    "uuid_dump": uuid_dump,
-    "uuid_broadcast": uuid_broadcast,
-    "uuid_transfer": uuid_transfer,
-    "uuid_break": uuid_break,
-    "uuid_displace": uuid_displace,
-    "show": show,
-    "status": status,
-}
-
-__all__ = ["execute"]
+__all__ = ["command", "execute"]

@@ -1,5 +1,7 @@
 """The inbound event socket (mod_event_socket listener_run/parse_command) on gevent.
 
+The listener owns its connections; what a command does to calls is asked of a `CommandHost`
+(the Simulator, which passes itself in), so this module never imports the simulator's core.
 Each connection has a reader (the StreamServer handler) that runs commands in order, and a
 writer greenlet that drains a bounded queue of outgoing bytes, so firing an event never blocks
 the simulator: a client that cannot keep up is disconnected instead of stalling calls.
@@ -12,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid as _uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import gevent
+from gevent.pool import Pool
 from gevent.queue import Full, Queue
+from gevent.server import StreamServer
 
 from .events import Event, Subscription, name_event
 from .packets import Packet, PacketError, PacketReader
-
-if TYPE_CHECKING:
-    from .core import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,89 @@ def api_response(body: str) -> bytes:
     return b"Content-Type: api/response\nContent-Length: %d\n\n%s" % (len(data), data)
 
 
+class CommandHost(Protocol):
+    """What ESL commands act on (implemented by the Simulator)."""
+
+    def api(self, name: str, arg: str | None) -> str:
+        """The api/response body of `api <name> [arg]`."""
+
+    def bgapi(self, name: str, arg: str | None, job_uuid: str) -> None:
+        """Run the api command in the background; its BACKGROUND_JOB carries `job_uuid`."""
+
+    def sendmsg(self, uuid: str, pkt: Packet) -> bool:
+        """Queue a sendmsg to a live channel; False when there is none."""
+
+    def sendevent(self, ev: Event) -> None:
+        """Queue the event to the session it names, or fire it."""
+
+
+class EslServer:
+    """The listener: accepts clients, owns every connection, delivers fired events.
+
+    A fault to inject on the ESL side (a connection cut on demand, the listener going away
+    with FreeSWITCH) acts here, on `connections` and the StreamServer.
+    """
+
+    def __init__(self, host: CommandHost, address: tuple[str, int], password: str,
+                 queue_len: int) -> None:
+        self.host = host
+        self.bind = address
+        self.password = password
+        self.queue_len = queue_len
+        self.connections: set[EslConnection] = set()
+        self._server: StreamServer | None = None
+        self._handlers = Pool(None)
+
+    def start(self) -> None:
+        self._server = StreamServer(self.bind, self._handle, spawn=self._handlers)
+        self._server.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None, "start() first"
+        addr = self._server.address
+        return addr[0], addr[1]
+
+    def fire(self, ev: Event) -> None:
+        """Deliver an event to every subscribed connection (never blocks)."""
+        for conn in list(self.connections):
+            if conn.sub.wants(ev):
+                conn.deliver(ev)
+
+    def close(self) -> None:
+        """Stop accepting and drop every client now."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.kill()
+
+    def stop(self) -> None:
+        """After close(): wait (bounded) for every connection's handler to end."""
+        self._handlers.kill(block=True, timeout=2)
+        if self._server is not None:
+            self._server.stop(timeout=1)
+
+    def _handle(self, sock, address) -> None:
+        conn = EslConnection(self, sock, address)
+        self.connections.add(conn)
+        conn.serve()
+
+    def _drop(self, conn: EslConnection) -> None:
+        self.connections.discard(conn)
+
+
 class EslConnection:
     """One inbound ESL client."""
 
-    def __init__(self, sim: Simulator, sock, address) -> None:
-        self.sim = sim
+    def __init__(self, server: EslServer, sock, address) -> None:
+        self.server = server
+        self.host = server.host
         self.sock = sock
         self.address = address
         self.sub = Subscription()
         self.authed = False
         self.running = True
-        self._queue: Queue = Queue(maxsize=sim.esl_queue_len)
+        self._queue: Queue = Queue(maxsize=server.queue_len)
         self._held: list[bytes] | None = None  # events fired while a command runs
         self._writer: gevent.Greenlet | None = None
         self.lost = 0
@@ -72,7 +145,7 @@ class EslConnection:
             self.kill()
 
     def deliver(self, ev: Event) -> None:
-        """Called by Simulator.fire for each subscribed event; never blocks."""
+        """Called by EslServer.fire for each subscribed event; never blocks."""
         if not self.running:
             return
         data = ev.framed(self.sub.fmt)
@@ -139,7 +212,7 @@ class EslConnection:
                 w.join(SEND_TIMEOUT)
                 w.kill(block=False)
             self._close_socket()
-            self.sim._drop_connection(self)
+            self.server._drop(self)
 
     def _run(self, pkt: Packet) -> None:
         self._held = []
@@ -163,7 +236,7 @@ class EslConnection:
             return None
         if not self.authed:
             if low.startswith("auth "):
-                if cmd[5:] == self.sim.password:
+                if cmd[5:] == self.server.password:
                     self.authed = True
                     return _reply("+OK accepted")
                 self.running = False
@@ -180,11 +253,11 @@ class EslConnection:
             return _reply(self._sendevent(pkt))
         if low.startswith("api "):
             name, _, arg = cmd[4:].partition(" ")
-            return api_response(self.sim.api(name, arg if " " in cmd[4:] else None))
+            return api_response(self.host.api(name, arg if " " in cmd[4:] else None))
         if low.startswith("bgapi "):
             name, _, arg = cmd[6:].partition(" ")
             job = pkt.get("job-uuid") or str(_uuid.uuid4())
-            self.sim.bgapi(name, arg if " " in cmd[6:] else None, job)
+            self.host.bgapi(name, arg if " " in cmd[6:] else None, job)
             return _reply(f"~Reply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n")
         if low.startswith("event"):
             rest = cmd[5:]
@@ -207,10 +280,8 @@ class EslConnection:
         uuid = pkt.command[7:].lstrip(" ")
         if not uuid:
             uuid = pkt.get("session-id") or ""
-        ch = self.sim._live(uuid) if uuid else None
-        if ch is None:
+        if not self.host.sendmsg(uuid, pkt):
             return f"-ERR invalid session id [{uuid}]"
-        ch.private.append(("sendmsg", pkt))
         return "+OK"
 
     def _sendevent(self, pkt: Packet) -> str:
@@ -228,5 +299,5 @@ class EslConnection:
                 ev.set_subclass(sub)
         if pkt.body:
             ev.body = pkt.body
-        self.sim._route_sendevent(ev)
+        self.host.sendevent(ev)
         return f"+OK {event_uuid}"

@@ -9,14 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import warnings
 import wave
 from array import array
 from fractions import Fraction
-
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 log = logging.getLogger(__name__)
 
@@ -230,34 +225,6 @@ class EchoSource(Source):
         out = bytes(p) + bytes(self._silence[len(p) :])
         p.clear()
         return out
-
-
-class TapSource(Source):
-    """A loopback tap's audio (`native_eavesdrop <target> read|write`): what the target read,
-    or what it wrote to its caller, in its latest tick. A write tap sees a write-side displace
-    only if the displace was attached before the tap (media-bug order, facts file)."""
-
-    __slots__ = ("_silence", "owner", "read_side", "seq", "target")
-
-    def __init__(self, lib: Library, rate: int, target, read_side: bool, seq: int) -> None:
-        self.target = target
-        self.read_side = read_side
-        self.seq = seq
-        self.owner = ""  # the tap's A leg, which reads this
-        self._silence = lib.silence(rate)
-
-    def next_frame(self) -> memoryview | bytes:
-        t = self.target
-        if t is None or not t.up:
-            return self._silence
-        frame = t.last_read if self.read_side else t.last_write
-        if frame is None:
-            return self._silence
-        if not self.read_side:
-            for seq, part in t.tick_displace:
-                if seq < self.seq:
-                    frame = audioop.add(frame, part, 2)
-        return frame
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
