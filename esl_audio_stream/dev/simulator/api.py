@@ -16,6 +16,7 @@ from . import bugs, calls, park, playback
 from .dialstring import DialError, inline_app, parse_originate
 from .events import url_encode
 from .media import SUPPORTED_RATES
+from .separate import separate
 from .switch import Switch
 
 VERSION = "1.11.3-dev (simulator)"
@@ -29,19 +30,9 @@ _CHANNEL_COLUMNS = (
 
 
 def _separate(arg: str | None, maxparts: int) -> list[str]:
-    """switch_separate_string on ' ' with a maximum: the last part keeps the rest."""
-    if not arg:
-        return []
-    parts = [p for p in arg.split(" ")]
-    out: list[str] = []
-    while parts and len(out) < maxparts - 1:
-        p = parts.pop(0)
-        if p:
-            out.append(p)
-    rest = " ".join(parts).lstrip(" ")
-    if rest:
-        out.append(rest)
-    return out
+    """switch_separate_string on ' ' with a maximum: the last part keeps the rest (quotes and
+    escapes handled as FreeSWITCH handles them: separate.py)."""
+    return separate(arg or "", " ", maxparts)
 
 
 Command = Callable[[Switch, str | None], str]
@@ -147,6 +138,37 @@ def uuid_setvar(sw: Switch, arg: str | None) -> str:
     else:
         ch.variables.pop(argv[1], None)
     return "+OK\n"
+
+
+@command
+def global_setvar(sw: Switch, arg: str | None) -> str:
+    """`global_setvar name=value` (an empty value removes it); answers +OK with no newline."""
+    argv = separate(arg or "", "=", 3)
+    if not argv or not argv[0]:
+        return "-USAGE: <var>=<value>\n"
+    value = argv[1] if len(argv) > 1 and argv[1] else None
+    if len(argv) > 2 and argv[2]:  # name=value=expected: set only if it holds that now
+        if sw.globals.get(argv[0]) == argv[2]:
+            _set_global(sw, argv[0], value)
+    else:
+        _set_global(sw, argv[0], value)
+    return "+OK"
+
+
+def _set_global(sw: Switch, name: str, value: str | None) -> None:
+    if value is None:
+        sw.globals.pop(name, None)
+    else:
+        sw.globals[name] = value
+
+
+@command
+def global_getvar(sw: Switch, arg: str | None) -> str:
+    """`global_getvar name` -> its value ("" when unset); with no name, every global variable as
+    `name=value` lines (switch_core_dump_variables)."""
+    if not arg:
+        return "".join(f"{k}={v}\n" for k, v in sw.globals.items())
+    return sw.globals.get(arg, "")
 
 
 @command

@@ -9,6 +9,7 @@ media bugs (bugs.py), unicast (channel_unicast.py) -- and the two ways in, the a
 
 from __future__ import annotations
 
+import gevent
 from gevent.pool import Group
 
 from . import api as _api
@@ -74,6 +75,33 @@ class Simulator:
         for ch in list(sw.all.values()):
             sw.ended[ch.uuid] = ch
         sw.all.clear()
+
+    # -- faults (for tests) -------------------------------------------------------------------
+    def cut_esl(self, seconds: float) -> gevent.Greenlet:
+        """Drop every ESL connection and refuse new ones for `seconds` (connection refused);
+        calls and their media go on meanwhile. Returns the greenlet that brings it back."""
+        self.esl.go_away()
+        return gevent.spawn_later(seconds, self._esl_back)
+
+    def _esl_back(self) -> None:
+        if self._running:
+            self.esl.start()
+
+    def restart(self, down: float = 0.5) -> gevent.Greenlet:
+        """FreeSWITCH restarted: its ESL clients dropped first (they hear of nothing that
+        follows), every call gone with its unicast and taps, the global variables back to
+        their defaults and a new core UUID; ESL listens again after `down` seconds."""
+        sw = self.switch
+        self.esl.go_away()
+        for ch in list(sw.all.values()):
+            if ch.up:
+                calls.hangup_one(sw, ch, "SYSTEM_SHUTDOWN")
+        for ch in list(sw.all.values()):
+            channel_unicast.close_all(ch)
+            sw.destroyed(ch)
+        sw.active.clear()
+        sw.reset_core()
+        return gevent.spawn_later(down, self._esl_back)
 
     # -- inspection -----------------------------------------------------------------------
     def channel(self, uuid: str) -> SimChannel | None:

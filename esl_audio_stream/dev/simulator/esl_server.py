@@ -84,6 +84,14 @@ class EslServer:
     def start(self) -> None:
         self._server = StreamServer(self.bind, self._handle, spawn=self._handlers)
         self._server.start()
+        self.bind = self._server.address[:2]  # a port of 0 is chosen once: it stays ours
+
+    def go_away(self) -> None:
+        """The listener closes and every client is dropped at once (FreeSWITCH gone, or its
+        event socket reloaded): clients trying meanwhile are refused. `start()` brings it back
+        on the same address."""
+        self.close()
+        self._server = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -101,6 +109,7 @@ class EslServer:
         """Stop accepting and drop every client now."""
         if self._server is not None:
             self._server.close()
+            self._server.stop(timeout=0)
         for conn in list(self.connections):
             conn.kill()
 

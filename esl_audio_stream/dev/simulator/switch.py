@@ -10,6 +10,7 @@ Each takes the Switch it acts on, so none of them imports another's owner.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 
 from .channel import SimChannel
@@ -52,6 +53,17 @@ class Switch:
         self.sessions_since_startup = 0
         self.sessions_peak = 0
         self.started_at = time.time()
+        self.globals: dict[str, str] = {}
+        self.reset_core()
+
+    def reset_core(self) -> None:
+        """What a (re)start of FreeSWITCH sets: a new core UUID, the global variables
+        (global_setvar/global_getvar) it sets at start-up, and nothing else."""
+        self.core.core_uuid = str(uuid.uuid4())
+        self.globals = {
+            "hostname": "sim-freeswitch", "local_ip_v4": "127.0.0.1",
+            "base_dir": "/usr/local/freeswitch", "temp_dir": "/tmp",
+            "core_uuid": self.core.core_uuid}
 
     def live(self, uuid: str) -> SimChannel | None:
         """switch_core_session_locate: only channels that are up."""
