@@ -11,7 +11,8 @@ import os
 
 import gevent
 from conftest import wait_until
-from test_inject import call_with_mode, start, stream_audio, tone
+from helpers.audio import stream_audio, tone
+from helpers.calls import call_with_mode, start
 
 from esl_audio_stream.app import events
 from esl_audio_stream.dev.simulator.api import execute

@@ -4,29 +4,17 @@ cookie, and requests from other sites' pages; over real HTTP and WebSocket conne
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import wait_until
+from helpers.calls import originate
+from helpers.daemons import TOKEN, make_daemon
 from httpc import feed_messages, feed_until_closed, request
-from test_end_to_end import originate
 from websockets.exceptions import InvalidStatus
 
 from esl_audio_stream.app.config import DaemonConfig
 from esl_audio_stream.app.daemon import Daemon
 from esl_audio_stream.service import build_daemon
-
-TOKEN = "s3cret token/with;odd=chars"
-
-
-def make_daemon(fs, tmp_path, **kw) -> Daemon:
-    base = 12000 + (os.getpid() % 35) * 100
-    d = build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2],
-                                  control_port=0, fs_port_min=base, fs_port_max=base + 99,
-                                  files_dir=str(tmp_path / "files"), **kw))
-    d.start()
-    assert d.esl.wait_connected(5)
-    return d
 
 
 @pytest.fixture(params=[True, False], ids=["metrics-public", "metrics-private"])

@@ -11,20 +11,12 @@ import os
 import gevent
 import pytest
 from conftest import wait_until
+from helpers.calls import originate
 
 from esl_audio_stream.app import events
 from esl_audio_stream.call.stream import Stream
 from esl_audio_stream.dev.analysis import dominant_frequency
 from esl_audio_stream.dev.simulator import park as sim_park
-
-
-def originate(esl, ext: str = "1000", rate: int = 8000, app: str = "&park()") -> str:
-    answer = esl.api(f"originate {{channel_rate={rate}}}loopback/{ext}/default {app}")
-    assert answer.startswith("+OK "), answer
-    uuid = answer.split()[1]
-    if app == "&park()":  # originate answers before the park application has started
-        assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
-    return uuid
 
 
 def subscribe_stream_events(esl) -> None:

@@ -4,46 +4,19 @@ was written into the call; its `echo` extension plays it back into the outgoing 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import math
 import os
 import stat
 from array import array
 
 import gevent
 import pytest
-import soundfile
 from conftest import wait_until
-from test_end_to_end import originate
+from helpers.audio import stream_audio, tone
+from helpers.calls import call_with_mode, originate, start
 
 from esl_audio_stream.app import events
 from esl_audio_stream.dev.analysis import dominant_frequency
-
-
-def tone(freq: float, seconds: float, rate: int, amp: int = 8000) -> bytes:
-    n = int(seconds * rate)
-    return array("h", (int(amp * math.sin(2 * math.pi * freq * i / rate))
-                       for i in range(n))).tobytes()
-
-
-def stream_audio(pcm: bytes, rate: int, kind: str = "raw", **extra) -> str:
-    if kind in ("wav", "ogg", "mp3"):
-        buf = io.BytesIO()
-        fmt = {"wav": "WAV", "ogg": "OGG", "mp3": "MP3"}[kind]
-        sub = {"wav": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}[kind]
-        soundfile.write(buf, array("h", pcm), rate, format=fmt, subtype=sub)
-        payload = buf.getvalue()
-    elif kind == "pcmu":
-        import audioop
-
-        payload = audioop.lin2ulaw(pcm, 2)
-    else:
-        payload = pcm
-    data = {"audioDataType": kind, "sampleRate": rate,
-            "audioData": base64.b64encode(payload).decode(), **extra}
-    return json.dumps({"type": "streamAudio", "data": data})
 
 
 def subscribe(esl) -> None:
@@ -56,12 +29,6 @@ def of(esl, uuid, subclass):
             and e.get(events.STREAM_UUID_HEADER) == uuid]
 
 
-def start(daemon, peer, uuid, mix="mono", rate="16k", path="/"):
-    n = len(peer.connections)
-    assert daemon.execute(f"{uuid} start {peer.url(path)} {mix} {rate}") == "+OK Success\n"
-    conn = peer.wait_connection(n + 1)
-    assert wait_until(lambda: len(conn.binary) > 3)
-    return conn
 
 
 def test_played_audio_comes_back_in_the_stream_without_a_gap(esl, daemon, peer, sim):
@@ -272,13 +239,6 @@ def test_displace_mode_plays_through_uuid_displace_and_the_stream_flows(esl, dae
     assert not ch.wedged
 
 
-def call_with_mode(esl, mode: str, ext: str = "3000", rate: int = 16000,
-                   source: str = "auto") -> str:
-    answer = esl.api(f"originate {{channel_rate={rate},STREAM_PLAYBACK_MODE={mode},"
-                     f"STREAM_SOURCE={source}}}loopback/{ext}/default &park()")
-    uuid = answer.split()[1]
-    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
-    return uuid
 
 
 def test_simulator_wedges_a_call_that_uses_both_injection_paths(esl, sim, tmp_path):

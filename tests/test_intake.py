@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gevent
 from conftest import wait_until
-from test_end_to_end import originate
+from helpers.calls import originate
 
 from esl_audio_stream.app import intake
 from esl_audio_stream.esl.protocol import Event

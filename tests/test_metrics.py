@@ -9,9 +9,9 @@ import struct
 import gevent
 import pytest
 from conftest import wait_until
+from helpers.calls import originate
 from httpc import request
 from prometheus_client.parser import text_string_to_metric_families
-from test_end_to_end import originate
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events

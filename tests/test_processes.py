@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
 import pytest
 from conftest import REAL_FS, wait_until
+from helpers.daemons import free_port, wait_port
 
 from esl_audio_stream.esl.connection import ESLConnection
 
@@ -25,20 +24,8 @@ PORTS = {"ESL_AUDIO_STREAM_MEDIA_PORT_MIN": str(_BASE),
          "ESL_AUDIO_STREAM_MEDIA_PORT_MAX": str(_BASE + 49)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def ctl(control: str, *args: str) -> subprocess.CompletedProcess:

@@ -16,15 +16,15 @@ from pathlib import Path
 import gevent
 import pytest
 from conftest import REAL_FS, wait_until
-from test_end_to_end import originate
-from test_inject import stream_audio, tone
-from test_processes import free_port, wait_port
+from helpers.audio import stream_audio, tone
+from helpers.calls import originate
+from helpers.daemons import free_port, wait_port
 
 from esl_audio_stream.app import events
 from esl_audio_stream.app.config import DaemonConfig, load_config
 from esl_audio_stream.app.settings import StreamSettings
 from esl_audio_stream.esl.connection import ESLConnection
-from esl_audio_stream.ops.client import control_request
+from esl_audio_stream.ops.client import control_http, control_request
 from esl_audio_stream.service import build_daemon
 
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
@@ -182,7 +182,7 @@ class Processes:
         self.daemon: subprocess.Popen | None = None
         self.esl: ESLConnection | None = None
 
-    def start(self, *daemon_args: str, **config) -> None:
+    def start(self, *daemon_args: str, reach_esl: bool = True, **config) -> None:
         write_config(self.config, self.esl_port, self.control_port, self.files, **config)
         self.sim = subprocess.Popen(
             [*CLI, "simulate", "--esl", f"127.0.0.1:{self.esl_port}", "--password", PASSWORD,
@@ -192,11 +192,22 @@ class Processes:
             [*CLI, "run", "--config", str(self.config), *daemon_args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))  # noqa: SIM115
         wait_port(self.control_port)
+        # the control endpoint answers before the daemon's ESL connection is up: wait for it
+        if reach_esl:
+            assert wait_until(self.esl_connected, 10), "the daemon never reached ESL"
         self.seen: list = []
         self.esl = ESLConnection("127.0.0.1", self.esl_port, PASSWORD, on_event=self.seen.append)
         self.esl.subscribe("CUSTOM", events.DISCONNECT)
         self.esl.start()
         assert self.esl.wait_connected(5)
+
+    def esl_connected(self) -> bool:
+        try:
+            text = gevent.get_hub().threadpool.apply(
+                control_http, (self.control, "GET", "/metrics"), {"timeout": 5})[1]
+        except OSError:
+            return False
+        return "esl_audio_stream_esl_connected 1.0" in text
 
     def ctl(self, args: str) -> str:
         """One command through the control endpoint, in a thread (the hub keeps running)."""
@@ -305,7 +316,7 @@ def test_sighup_rereads_the_file_for_new_streams(procs, peer):
 @pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
 def test_the_password_is_not_logged_even_when_refused(procs, tmp_path):
     # a daemon whose password FreeSWITCH refuses logs the refusal, never the password
-    procs.start("-v", "--esl-password", "wrong-" + PASSWORD)
+    procs.start("-v", "--esl-password", "wrong-" + PASSWORD, reach_esl=False)
     assert wait_until(lambda: "refused" in procs.logged(), 5)
     procs.daemon.send_signal(signal.SIGTERM)
     assert procs.wait_exit(10) == 0

@@ -12,12 +12,16 @@ import sys
 import gevent
 import pytest
 from gevent import socket
-from sim_helpers import (
+from helpers.sim import (
+    UUID_RE,
     RawEsl,
     UdpSink,
     free_udp_port,
+    originate,
     parse_event,
+    reply_raw,
     simulator_fixtures,
+    start_unicast,
     unicast_headers,
     write_wav,
 )
@@ -27,7 +31,6 @@ from esl_audio_stream.dev.simulator.dialstring import parse_originate
 from esl_audio_stream.dev.simulator.events import Event, url_encode
 from esl_audio_stream.dev.simulator.packets import PacketReader
 
-UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 EXTENSIONS = {"1000": "tone:440", "2000": "echo", "3000": "silence"}
 
 
@@ -38,22 +41,8 @@ def api_raw(body: bytes) -> bytes:
     return b"Content-Type: api/response\nContent-Length: %d\n\n%s" % (len(body), body)
 
 
-def reply_raw(text: str) -> bytes:
-    return f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode()
 
 
-def originate(esl: RawEsl, ext: str = "1000", app: str = "&park()", vars_: str = "") -> str:
-    body = esl.api_body(f"originate {vars_}loopback/{ext}/default {app}")
-    m = re.fullmatch(rf"\+OK ({UUID_RE})\n", body)
-    assert m, body
-    return m.group(1)
-
-
-def start_unicast(esl: RawEsl, uuid: str, sink: UdpSink, local_port: int | None = None) -> int:
-    port = local_port or free_udp_port()
-    r = esl.cmd(f"sendmsg {uuid}", unicast_headers(port, sink.port))
-    assert r.raw == reply_raw("+OK")
-    return port
 
 
 # -- the Transcripts table, byte for byte ---------------------------------------------------

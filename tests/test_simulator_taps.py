@@ -10,8 +10,7 @@ import re
 
 import gevent
 import pytest
-from sim_helpers import UdpSink, simulator_fixtures, write_wav
-from test_simulator import UUID_RE, originate, start_unicast
+from helpers.sim import UUID_RE, UdpSink, originate, simulator_fixtures, start_unicast, write_wav
 
 from esl_audio_stream.dev.analysis import dominant_frequency, tone_amplitude
 

@@ -11,8 +11,8 @@ import sys
 
 from conftest import wait_until
 from gevent import subprocess
-from test_control_token import TOKEN, make_daemon
-from test_end_to_end import originate
+from helpers.calls import originate
+from helpers.daemons import TOKEN, make_daemon
 
 from esl_audio_stream.ops.status import COLUMNS
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cdp import Chromium
 from conftest import wait_until
-from test_control_token import TOKEN, make_daemon
-from test_end_to_end import originate
+from helpers.calls import originate
+from helpers.daemons import TOKEN, make_daemon
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -9,7 +9,7 @@ import logging
 import gevent
 import pytest
 from conftest import wait_until
-from test_end_to_end import originate
+from helpers.calls import originate
 
 from esl_audio_stream.app.settings import StreamSettings
 from esl_audio_stream.dev.analysis import dominant_frequency

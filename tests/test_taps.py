@@ -14,7 +14,7 @@ from array import array
 import gevent
 import pytest
 from conftest import wait_until
-from test_inject import stream_audio, tone
+from helpers.audio import stream_audio, tone
 
 from esl_audio_stream.app import events, intake
 from esl_audio_stream.call.taps import TAP_OF_VAR, TAP_VAR, tap_originate

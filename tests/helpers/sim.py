@@ -6,6 +6,7 @@ daemon's parser will be fed, so they must not share that parser's assumptions.
 
 from __future__ import annotations
 
+import re
 import wave
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -238,3 +239,25 @@ def simulator_fixtures(extensions: dict[str, str]):
         c.close()
 
     return sim, esl
+
+
+def reply_raw(text: str) -> bytes:
+    """A command/reply exactly as mod_event_socket frames it."""
+    return f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode()
+
+
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def originate(esl: RawEsl, ext: str = "1000", app: str = "&park()", vars_: str = "") -> str:
+    body = esl.api_body(f"originate {vars_}loopback/{ext}/default {app}")
+    m = re.fullmatch(rf"\+OK ({UUID_RE})\n", body)
+    assert m, body
+    return m.group(1)
+
+
+def start_unicast(esl: RawEsl, uuid: str, sink: UdpSink, local_port: int | None = None) -> int:
+    port = local_port or free_udp_port()
+    r = esl.cmd(f"sendmsg {uuid}", unicast_headers(port, sink.port))
+    assert r.raw == reply_raw("+OK")
+    return port
