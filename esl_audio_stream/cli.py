@@ -44,8 +44,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class _Signals:
-    """SIGTERM/SIGINT: drain, then exit (a second one stops at once); SIGHUP: re-read the
-    configuration. Installed before the daemon starts, so an early SIGHUP cannot kill it."""
+    """SIGTERM/SIGINT: hand the streams over to the next process and exit within about a second
+    (crash-only: a restart never ends a stream; `esl-audio-stream drain` ends them first when
+    that is what is wanted); SIGHUP: re-read the configuration. Installed before the daemon
+    starts, so an early SIGHUP cannot kill it."""
 
     def __init__(self, daemon: Daemon, reread: Callable[[], DaemonConfig] | None) -> None:
         import gevent
@@ -75,11 +77,13 @@ class _Signals:
             _log.error("SIGHUP: %s; the running configuration stays", exc)
 
     def serve(self) -> int:
-        """Wait for a stop signal, drain; the exit status is 0 when every stream ended in time."""
+        """Wait for a stop signal, then hand the streams over and stop."""
         try:
             self.stop.wait()
-            _log.info("stopping: new streams are refused, running ones end")
-            return 0 if self.daemon.drain(hurry=self.hurry) else 1
+            _log.info("stopping: new streams are refused; running ones are left to the next "
+                      "process")
+            self.daemon.hand_over()
+            return 0
         finally:
             self.cancel()
 
@@ -136,7 +140,7 @@ def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The composition root at work: the daemon and its control endpoint (service.py), the
-    signals, then serve until a stop signal has drained the streams."""
+    signals, then serve until a stop signal has handed the streams over."""
     from .service import build
 
     _setup_logging(ns.verbose)
@@ -209,6 +213,20 @@ def cmd_ctl(ns: argparse.Namespace) -> int:
     return 0 if answer.startswith("+OK") else 1
 
 
+def cmd_drain(ns: argparse.Namespace) -> int:
+    """End every stream of a running daemon cleanly (the stop text, close 1000, disconnect
+    events, FreeSWITCH told to stop sending) and make it refuse new ones: before a stop that
+    must not leave the streams to a next process."""
+    try:
+        code, text = control_http(ns.control, "POST", "/drain", b"", token=ns.token,
+                                  timeout=ns.timeout)
+    except OSError as exc:
+        print(f"-ERR cannot reach the daemon at {ns.control}: {exc}")
+        return 2
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0 if code == 200 and text.startswith("+OK") else 1
+
+
 def cmd_status(ns: argparse.Namespace) -> int:
     from .ops.status import format_table
 
@@ -272,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the daemon",
         description="Run the daemon. Settings come from --config FILE (TOML; see `config "
         "--example`), then ESL_AUDIO_STREAM_<SECTION>_<KEY> environment variables, then these "
-        "flags. SIGTERM/SIGINT drain the streams and exit; SIGHUP re-reads the file.")
+        "flags. SIGTERM/SIGINT hand the streams over to the next process and exit (`drain` ends "
+        "them first); SIGHUP re-reads the file.")
     run.add_argument("--config", metavar="FILE", help="TOML configuration file")
     run.add_argument("--esl", help="FreeSWITCH ESL HOST[:PORT] (default 127.0.0.1:8021)")
     run.add_argument("--esl-password", help="ESL password (default ClueCon; a flag shows in ps: "
@@ -296,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="<uuid> start <ws-url> <mix-type> <sampling-rate> [metadata]"
                      " | <uuid> stop [text]")
     ctl.set_defaults(func=cmd_ctl)
+
+    drain = sub.add_parser("drain", help="end a running daemon's streams cleanly, refuse new "
+                           "ones (a stop signal hands streams over instead)")
+    _add_client_options(drain)
+    drain.add_argument("--timeout", type=float, default=120.0,
+                       help="seconds to wait for the answer (the daemon's drain_timeout bounds "
+                       "the drain itself)")
+    drain.set_defaults(func=cmd_drain)
 
     st = sub.add_parser("status", help="print a running daemon's live streams as a table")
     _add_client_options(st)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from .resume import OWNER_RE
 from .settings import PLAYBACK_MODES, StreamSettings
 
 ENV_PREFIX = "ESL_AUDIO_STREAM_"
@@ -135,6 +136,13 @@ def _group(value: str) -> str | None:
         grp.getgrgid(int(value)) if value.isdigit() else grp.getgrnam(value)
     except (KeyError, OverflowError):
         return f"no such group {value!r}"
+    return None
+
+
+def _owner(value: str) -> str | None:
+    """Empty (the default name), or what FreeSWITCH global variable names can carry."""
+    if value and not OWNER_RE.fullmatch(value):
+        return f"{value!r}: 1 to 64 of A-Z a-z 0-9 . _ : - (it names FreeSWITCH variables)"
     return None
 
 
@@ -275,9 +283,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streams.first_audio_timeout", "first_audio_timeout", float, 3.0, _above(0, 3600),
             comment="error event when no audio comes this long after start"),
     Setting("streams.drain_timeout", "drain_timeout", float, 10.0, _between(0, 3600),
-            comment="SIGTERM: how long running streams get to end cleanly"),
+            comment="drain: how long running streams get to end cleanly"),
     Setting("streams.stop_text", "stop_text", str, "", optional=True,
-            comment="SIGTERM: last text message of each stream; empty = none"),
+            comment="drain: last text message of each stream; empty = none"),
+    # Crash-only: what a daemon leaves in FreeSWITCH so the next process carries its streams on.
+    Setting("streams.owner", "owner", str, "", _owner, restart=True, optional=True,
+            note="This daemon's name in FreeSWITCH (its streams carry it; another daemon on the "
+                 "same\nFreeSWITCH never takes them). Empty: <hostname>:<control port>."),
+    Setting("streams.orphan_timeout", "orphan_timeout", float, 30.0, _above(0, 86400),
+            comment="a stream left without a daemon this long is ended, not carried on"),
     # Not in the file: the code and the tests set them.
     # The WebSocket handshake's and close's bounds.
     Setting(None, "ws_connect_timeout", float, 5.0),

@@ -9,8 +9,8 @@ the daemon (service.py) attaches it as `control`, started after ESL and stopped 
 
 from __future__ import annotations
 
-import json
 import logging
+import socket
 import time
 from typing import Protocol
 
@@ -25,11 +25,14 @@ from ..media.files import clean_base
 from ..media.unicast import PortPool
 from ..ws.tls import make_ssl_context
 from . import commands, events, intake
+from .admission import admit, channel_info
 from .calls import Calls, initial_state
 from .commands import CommandError
 from .config import DaemonConfig, changed_keys, reloadable
+from .keeper import Keeper
 from .outbox import Fire, Kept, Outbox, Send, Wait
-from .settings import SettingsError, settings_from_variables, variables_from_dump
+from .reconcile import Reconciler, start_of
+from .resume import StreamRecord
 from .stats import Counters
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class Daemon:
             on_event=self._on_event,
             on_connect=self._on_esl_connect,
             command_timeout=cfg.esl_timeout,
+            backoff_max=1.0,  # back within a second of FreeSWITCH: the streams wait for it
         )
         # Our own events too: one routed through a parked channel is confirmed when it comes
         # back, and fired again if the channel never fires it (see outbox.py).
@@ -75,7 +79,11 @@ class Daemon:
                            intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
         self.streams: dict[str, Stream] = {}
-        self._starting: set[str] = set()
+        self.starting: set[str] = set()
+        #: This daemon's name in FreeSWITCH: its streams' records carry it (app/resume.py).
+        self.owner = cfg.owner or f"{socket.gethostname()}:{cfg.control_port}"
+        self.keeper = Keeper(self.esl, self.owner, heartbeat=cfg.orphan_timeout / 3)
+        self.reconciler = Reconciler(self)
         self.calls = Calls()  # the streamed calls' states, the tap channels' owners
         self.outbox = Outbox()  # how events are routed, kept while ESL is down, fired again
         self._checker: gevent.Greenlet | None = None
@@ -84,7 +92,7 @@ class Daemon:
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self._flusher: gevent.Greenlet | None = None
         self.counters = Counters()  # read by ops/metrics.py at scrape time
-        self._closing = False
+        self.closing = False
         #: The control endpoint, attached by whoever builds the daemon (service.build_daemon).
         self.control: Attached | None = None
 
@@ -114,13 +122,14 @@ class Daemon:
         removed = clean_base(self.config.files_dir)  # no audio file survives a restart
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
+        self.keeper.start()
         self.esl.start()
         if self.control is not None:
             self.control.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every stream (close 1000, disconnect events), then the control endpoint and ESL."""
-        self._closing = True
+        self.closing = True
         streams = list(self.streams.values())
         for stream in streams:
             stream.stop_async("shutdown")
@@ -137,12 +146,27 @@ class Daemon:
         self._intake.kill(timeout=2)
         if self.control is not None:
             self.control.stop()
+        self.keeper.stop()
         self.esl.stop()
 
     # -- drain and reload (SIGTERM, SIGHUP) ----------------------------------------------------
 
+    def hand_over(self, timeout: float = 0.8) -> int:
+        """SIGTERM: leave every stream to the next process (crash-only: their records stay on
+        their calls, FreeSWITCH keeps streaming to the same ports) and stop within about a
+        second. Returns how many were handed over."""
+        self.closing = True
+        self.keeper.beat()  # the next process is within orphan_timeout of now
+        streams = list(self.streams.values())
+        jobs = [gevent.spawn(stream.hand_over, timeout / 2) for stream in streams]
+        gevent.joinall(jobs, timeout=timeout)
+        if streams:
+            log.info("handed %d streams over to the next process", len(streams))
+        self.stop(timeout=0.1)
+        return len(streams)
+
     def drain(self, timeout: float | None = None,
-              hurry: gevent.event.Event | None = None) -> bool:
+              hurry: gevent.event.Event | None = None, then_stop: bool = True) -> bool:
         """SIGTERM: refuse new streams (`-ERR ... shutting down`), end the running ones cleanly
         (the configured stop text, close 1000, disconnect events, files removed) within
         `timeout` (default: config.drain_timeout) or until `hurry` is set, then stop. ESL and the
@@ -150,12 +174,12 @@ class Daemon:
         refusals need an answer. Returns whether every stream ended in time."""
         cfg = self.config
         timeout = cfg.drain_timeout if timeout is None else timeout
-        self._closing = True
+        self.closing = True
         deadline = time.monotonic() + timeout
-        if self.streams or self._starting:
+        if self.streams or self.starting:
             log.info("draining %d streams (up to %g s)",
-                     len(self.streams) + len(self._starting), timeout)
-        while self.streams or self._starting:
+                     len(self.streams) + len(self.starting), timeout)
+        while self.streams or self.starting:
             for stream in list(self.streams.values()):  # also those registered since
                 stream.stop_async("shutdown", cfg.stop_text)
             left = deadline - time.monotonic()
@@ -165,11 +189,12 @@ class Daemon:
                 hurry.wait(min(left, 0.05))
             else:
                 gevent.sleep(min(left, 0.05))
-        drained = not self.streams and not self._starting
+        drained = not self.streams and not self.starting
         if not drained:
             log.warning("%d streams did not end within the drain time: stopping anyway",
-                        len(self.streams) + len(self._starting))
-        self.stop(timeout=0.1)
+                        len(self.streams) + len(self.starting))
+        if then_stop:
+            self.stop(timeout=0.1)
         return drained
 
     def reload(self, new: DaemonConfig) -> list[str]:
@@ -216,52 +241,21 @@ class Daemon:
         return commands.OK
 
     def _start(self, cmd: commands.Start) -> None:
-        if self._closing:
+        if self.closing:
             raise CommandError("the daemon is shutting down")
-        uuid = cmd.uuid
-        if uuid in self.streams or uuid in self._starting:
-            raise CommandError(f"an audio stream is already running on {uuid}")
-        self._starting.add(uuid)
-        try:
-            channel = self._channel_info(uuid)
-            track = self.calls.track(uuid, initial_state(channel))
-            rate = int(channel.get("variable_read_rate") or 0)
-            try:
-                settings = settings_from_variables(
-                    variables_from_dump(channel), self.config.stream_defaults,
-                    warn=lambda text: log.warning("%s: %s", uuid, text))
-            except SettingsError as exc:
-                self.calls.forget(uuid)
-                raise CommandError(str(exc)) from None
-            stream = Stream(self, cmd, rate, settings)
-            # Registered while it connects, so stop and send_text reach it (texts are queued).
-            self.streams[uuid] = stream
-            try:
-                stream.start()
-            except BaseException:
-                if self.streams.get(uuid) is stream:
-                    del self.streams[uuid]
-                self.calls.forget(uuid)
-                raise
-            self.counters.started += 1
-            if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
-                stream.stop_async("hangup")  # the call ended while we were connecting
-            log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
-        finally:
-            self._starting.discard(uuid)
+        if cmd.uuid in self.streams or cmd.uuid in self.starting:
+            raise CommandError(f"an audio stream is already running on {cmd.uuid}")
+        admit(self, cmd)
 
-    def _channel_info(self, uuid: str) -> dict[str, str]:
+    def carry_on(self, uuid: str, record: StreamRecord) -> None:
+        """A stream a previous process left on its call, carried on (reconcile.py)."""
+        admit(self, start_of(uuid, record), record)
+
+    def channel_info_or_empty(self, uuid: str) -> dict[str, str]:
         try:
-            body = self.esl.api(f"uuid_dump {uuid} json")
-        except ESLError as exc:
-            raise CommandError(f"FreeSWITCH did not answer: {exc}") from None
-        if not body.lstrip().startswith("{"):
-            raise CommandError(f"no such channel: {uuid}")
-        try:
-            info = json.loads(body)
-        except ValueError:
-            raise CommandError(f"unreadable uuid_dump for {uuid}") from None
-        return {str(k): str(v) for k, v in info.items()}
+            return channel_info(self.esl, uuid)
+        except CommandError:
+            return {}
 
     # -- what streams need from us ----------------------------------------------------------
 
@@ -369,7 +363,7 @@ class Daemon:
 
     def _run_intake(self, found: intake.Intake, state: events.CallState) -> None:
         """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""
-        if self._closing:
+        if self.closing:
             return
         answer = self.execute(found.args)
         if found.source == "auto-start" and not answer.startswith("+OK"):
@@ -378,20 +372,10 @@ class Daemon:
                   state=state)
 
     def _on_esl_connect(self) -> None:
-        """After a reconnect, end the streams whose calls went away while we could not hear,
-        and fire the events kept meanwhile."""
-        if self.streams and (self._checker is None or self._checker.dead):
-            self._checker = gevent.spawn(self._check_calls)
+        """After every connection: streams and FreeSWITCH made to agree (reconcile.py: calls
+        gone meanwhile, FreeSWITCH restarted, streams a previous process left), then the
+        events kept meanwhile fired."""
+        if self._checker is None or self._checker.dead:
+            self._checker = gevent.spawn(self.reconciler.run)
         if self.outbox.unsent and (self._flusher is None or self._flusher.dead):
             self._flusher = gevent.spawn(self._fire_unsent)
-
-    def _check_calls(self) -> None:
-        for uuid, stream in list(self.streams.items()):
-            try:
-                exists = self.esl.api(f"uuid_exists {uuid}").strip() == "true"
-            except ESLError:
-                return
-            if not exists:
-                self.calls.gone(uuid)
-                stream.stop_async("hangup")
-

@@ -51,6 +51,12 @@ class BroadcastPlayer(Player):
         self._pending.append((True, name, 0))
         if self._broadcasting is None:
             self._broadcast_next()
+        else:
+            self._marks_changed()
+
+    @property
+    def pending_marks(self) -> list[str]:
+        return [item for is_mark, item, _ in self._pending if is_mark]
 
     def _queue(self, chunk: Chunk, path: str | None) -> None:
         size = int(chunk.duration * self.channel_rate) * 2  # as the other modes count it
@@ -73,8 +79,12 @@ class BroadcastPlayer(Player):
         """Answer the marks now due, then start the next file; with nothing left, bring the
         stream back."""
         pending = self._pending
+        answered = False
         while pending and pending[0][0]:
             self._send_mark(pending.popleft()[1], "playout")
+            answered = True
+        if answered:
+            self._marks_changed()
         if not pending:
             if self._suspended:
                 self._suspended = False

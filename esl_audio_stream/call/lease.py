@@ -60,6 +60,25 @@ class UnicastLease:
             raise LeaseError(f"cannot open a media port: {exc}") from None
         self._ports = ports
 
+    @classmethod
+    def adopt(cls, ports: PortPool, media_host: str, fs_host: str, fs_port: int,
+              udp_port: int) -> UnicastLease:
+        """The lease a previous daemon process held: FreeSWITCH still streams from `fs_port` to
+        `udp_port` (it keeps sending while nobody listens: facts file), so binding that port
+        again brings the audio back with nothing asked. Raises LeaseError when either port
+        cannot be had."""
+        lease = cls.__new__(cls)
+        if not ports.claim(fs_port):
+            raise LeaseError(f"FreeSWITCH port {fs_port} is not free in this daemon's pool")
+        lease.port = fs_port
+        lease._ports = ports
+        try:
+            lease.endpoint = UnicastEndpoint(media_host, fs_host, fs_port, udp_port)
+        except OSError as exc:
+            ports.give(fs_port)
+            raise LeaseError(f"cannot bind port {udp_port} again: {exc}") from None
+        return lease
+
     def ask(self, esl: ESLConnection, uuid: str) -> None:
         """Ask FreeSWITCH to stream channel `uuid` to this lease (`sendmsg` unicast)."""
         assert self.endpoint is not None
@@ -96,7 +115,8 @@ class UnicastFeed:
                  on_first: Callable[[UnicastLease], None],
                  on_silent: Callable[[list[int]], None] | None = None,
                  on_retry: Callable[[], None] | None = None,
-                 first: UnicastLease | None = None, tries: int = TRIES) -> None:
+                 first: UnicastLease | None = None, tries: int = TRIES,
+                 on_stale: Callable[[], None] | None = None) -> None:
         self._esl = esl
         self._ports = ports
         self._hosts = (media_host, fs_host)
@@ -107,6 +127,10 @@ class UnicastFeed:
         self._on_silent = on_silent
         self._on_retry = on_retry
         self._tries = tries
+        #: The first lease was asked for by a previous daemon process (adopted): it is only
+        #: watched; silent for `probe` seconds, `on_stale` is called instead of asking again
+        #: (a channel that still holds a unicast ignores another: only a re-park ends it).
+        self._on_stale = on_stale
         self.leases: list[UnicastLease] = [first] if first is not None else []
         self._watchers: list = []
         self.winner: UnicastLease | None = None
@@ -125,11 +149,12 @@ class UnicastFeed:
         is released then)."""
         if not self.leases:
             self.leases.append(UnicastLease(self._ports, *self._hosts))
-        try:
-            self.leases[0].ask(self._esl, self.uuid)
-        except LeaseError:
-            self.close()
-            raise
+        if self._on_stale is None:
+            try:
+                self.leases[0].ask(self._esl, self.uuid)
+            except LeaseError:
+                self.close()
+                raise
         self._watch(self.leases[0])
         self._job = gevent.spawn(self._keep_asking)
 
@@ -169,6 +194,9 @@ class UnicastFeed:
                 return
             if self._closed:
                 return
+            if self._on_stale is not None:
+                self._on_stale()
+                return
             if retry and loop.now() < deadline:
                 self._ask_another()
                 continue
@@ -200,6 +228,13 @@ class UnicastFeed:
         if self._closed:
             return
         self._watch(lease)
+
+    def take_leases(self) -> list[UnicastLease]:
+        """Every lease held here, handed to the caller unreleased (this feed gives up)."""
+        leases, self.leases = self.leases, []
+        self._closed = True
+        self._stop_watchers()
+        return leases
 
     def take_winner(self) -> UnicastLease:
         """The lease that delivered; from now on its owner releases it."""

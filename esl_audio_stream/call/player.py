@@ -48,7 +48,8 @@ class Player:
                  send_mark: Callable[[str, str], object], channel_rate: int,
                  files_dir: str | Path, files_group: str | None = None,
                  api: Callable[[str], str] | None = None, suppress_log: bool = False,
-                 max_queue_seconds: float = MAX_QUEUE_SECONDS) -> None:
+                 max_queue_seconds: float = MAX_QUEUE_SECONDS,
+                 marks_changed: Callable[[], None] = lambda: None) -> None:
         self.uuid = uuid
         self._fire = fire
         self._send_mark = send_mark
@@ -61,6 +62,8 @@ class Player:
         self._resamplers: dict[int, Resampler | None] = {}
         self._jobs = Group()  # FreeSWITCH commands under way (never run on the hub)
         self._on_idle: Callable[[], None] | None = None
+        #: The marks waiting changed (the stream's record keeps them, for a restart to answer).
+        self._marks_changed = marks_changed
         self.frames_played = 0
         self.write_failures = 0
         self.chunks = 0
@@ -89,13 +92,22 @@ class Player:
         is queued."""
         if self.queue.playing:
             self.queue.push_mark(name)
+            self._marks_changed()
         else:
             self._send_mark(name, "playout")
 
+    @property
+    def pending_marks(self) -> list[str]:
+        """Marks not answered yet, in order."""
+        return self.queue.marks()
+
     def clear(self) -> None:
         """Barge-in: stop what plays, drop the queue; dropped marks are answered `cleared`."""
-        for name in self.queue.clear():
+        names = self.queue.clear()
+        for name in names:
             self._send_mark(name, "cleared")
+        if names:
+            self._marks_changed()
         for resampler in self._resamplers.values():
             if resampler is not None:
                 resampler.reset()
@@ -156,8 +168,10 @@ class Player:
             self._played(frame)
         else:
             self._ran_dry()
-        for name in marks:
-            self._send_mark(name, "playout")
+        if marks:
+            for name in marks:
+                self._send_mark(name, "playout")
+            self._marks_changed()
         if self._on_idle is not None and not self.queue.queued_bytes:
             callback, self._on_idle = self._on_idle, None
             callback()
@@ -185,6 +199,17 @@ class Player:
             self.error(f"{name} {args.partition(' ')[2]}: {answer.strip()}")
             return False
         return True
+
+    def abandon(self) -> None:
+        """A hand-over: the next process carries the stream on; nothing is asked of FreeSWITCH
+        (what it plays now plays out) and the files are left to the next process."""
+        self._jobs.kill(timeout=1)
+        self.queue.clear()
+        self._on_idle = None
+        for resampler in self._resamplers.values():
+            if resampler is not None:
+                resampler.close()
+        self._resamplers.clear()
 
     def close(self, hung_up: bool = False) -> None:
         """Stop, hang-up, shutdown: nothing queued survives, no file is left (FreeSWITCH is

@@ -22,10 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import gevent.event
+
 from ..app import events
 from ..esl.connection import ESLError
 
 if TYPE_CHECKING:
+    from ..app.resume import StreamRecord
     from ..esl.connection import ESLConnection
     from ..media.unicast import PortPool
     from .player import Player
@@ -56,6 +59,8 @@ class SourceEnv:
     tap_closed: Callable[[str], None] = lambda uuid: None
     #: A port gave nothing and another is being tried (counted by the stream).
     retried: Callable[[], None] = lambda: None
+    #: Set on each CHANNEL_PARK of the call (the stream passes it on).
+    park_seen: gevent.event.Event = field(default_factory=gevent.event.Event)
 
     @property
     def probe(self) -> float:
@@ -65,12 +70,17 @@ class SourceEnv:
     def error(self, message: str) -> None:
         self.fire(events.ERROR, events.error_body(events.WS_PROTOCOL, message))
 
-    def repark(self) -> None:
-        """End FreeSWITCH's unicast: it only ends when the channel leaves park."""
+    def repark(self, wait: bool = False) -> bool:
+        """End FreeSWITCH's unicast: it only ends when the channel leaves park. With `wait`,
+        until the call is parked again (a unicast asked for before that could be taken by the
+        park loop that is ending); False when it did not (in esl_timeout)."""
+        self.park_seen.clear()
         try:
             self.esl.api(f"uuid_transfer {self.uuid} park inline")
         except ESLError as exc:
             log.warning("%s: could not end unicast: %s", self.uuid, exc)
+            return False
+        return not wait or self.park_seen.wait(self.esl_timeout)
 
 
 @dataclass(frozen=True)
@@ -97,3 +107,6 @@ class Source(Protocol):
     def on_call_event(self, name: str) -> None: ...
     def tap_gone(self, tap_uuid: str) -> None: ...
     def close(self, hung_up: bool) -> None: ...
+    def adopt(self, record: StreamRecord) -> None: ...
+    def hand_over(self) -> None: ...
+    def describe(self) -> dict: ...

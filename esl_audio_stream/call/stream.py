@@ -13,6 +13,7 @@ daemon shutdown), and it releases all of them.
 from __future__ import annotations
 
 import logging
+import time
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +22,7 @@ import gevent.event
 
 from ..app import events
 from ..app.commands import CommandError, Start
+from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..protocols.actions import Clear, Mark, Play, Refuse, Relay
@@ -39,6 +41,7 @@ from .taps import TapSource
 
 if TYPE_CHECKING:
     from ..app.config import DaemonConfig
+    from ..app.keeper import Keeper
     from ..app.stats import Counters
     from ..esl.connection import ESLConnection
     from ..media.unicast import PortPool
@@ -59,6 +62,8 @@ class StreamHost(Protocol):
     esl: ESLConnection
     ports: PortPool
     counters: Counters
+    keeper: Keeper  # writes the stream's record on its call (crash-only resume)
+    owner: str
 
     def fire(self, uuid: str, subclass: str, body: str) -> None: ...
     def call_state(self, uuid: str) -> events.CallState: ...
@@ -71,7 +76,8 @@ class Stream(StreamReadings):
     """A call's audio on its way to one WebSocket endpoint."""
 
     def __init__(self, host: StreamHost, cmd: Start, channel_rate: int,
-                 settings: StreamSettings | None = None) -> None:
+                 settings: StreamSettings | None = None,
+                 resumed: StreamRecord | None = None) -> None:
         self.host = host
         self.uuid = cmd.uuid
         self.url = cmd.url
@@ -91,10 +97,14 @@ class Stream(StreamReadings):
         self._peer_close: tuple[int, str] | None = None
         self.protocol = ModAudioStream(metadata=cmd.metadata, stream_rate=cmd.rate,
                                        max_audio_bytes=self.config.max_audio_bytes)
+        #: What a previous daemon process left on the call, when this stream carries it on.
+        self.resumed = resumed
+        self.started_epoch = resumed.started if resumed is not None else time.time()
         #: Where the audio comes from: "direct" or "taps" (see call/sources.py).
-        self.source = self._choose_source()
+        self.source = resumed.source if resumed is not None else self._choose_source()
         self.pipeline = self._make_pipeline(channel_rate)
         self._source: Source | None = None
+        self._env: SourceEnv | None = None
         self._link: Link | None = None
         self.player: Player | None = None
         self.playback: Playback | None = None
@@ -108,6 +118,53 @@ class Stream(StreamReadings):
     def start(self) -> None:
         """Connect the endpoint, then ask FreeSWITCH for the call's audio. Raises CommandError
         (with everything already released) when the stream cannot start."""
+        link = self._prepare()
+        try:
+            self._source.open()  # type: ignore[union-attr]  # taps first: before anything plays
+        except SourceError as exc:
+            if self.source == "taps":
+                self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
+            self._fail()
+            raise CommandError(str(exc)) from None
+        self._connect(link)
+        self._fire(events.CONNECT, events.connect_body())
+        try:
+            self._source.start()  # type: ignore[union-attr]
+        except SourceError as exc:
+            link.close(1000, "")
+            self._fail()
+            raise CommandError(str(exc)) from None
+        self._started_as(self._wanted)
+        # on the call before +OK: a stream is carried on after a restart only if its record is
+        self.host.keeper.save(self.uuid, self.record(), now=True)
+
+    def carry_on(self) -> None:
+        """Carry on the stream a previous daemon process left on the call (`resumed`): its
+        sockets bound again (FreeSWITCH never stopped sending), its taps adopted (or made again),
+        the WebSocket connected again with the metadata first, marks the endpoint still waited
+        for answered `cleared`. Raises CommandError when it cannot be carried on."""
+        record = self.resumed
+        assert record is not None
+        link = self._prepare()
+        for name in record.marks:  # after the metadata, before any audio
+            link.send_text(self.protocol.mark_reply(name, "cleared"))
+        try:
+            self._source.adopt(record)  # type: ignore[union-attr]
+        except SourceError as exc:
+            self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
+            self._fail()
+            raise CommandError(str(exc)) from None
+        self._connect(link)
+        self._fire(events.CONNECT, events.connect_body())
+        self._fire(events.ERROR, events.error_body(
+            events.WS_IO, "carried on by a new daemon process: audio FreeSWITCH sent meanwhile "
+            f"and playback queued before were lost ({len(record.marks)} marks answered "
+            "cleared)"))
+        self._started_as(S.PAUSED if record.paused else self._wanted)
+        self.host.keeper.save(self.uuid, self.record(), now=True)
+
+    def _prepare(self) -> Link:
+        """The TLS context, the source and the link (not connected yet); raises CommandError."""
         cfg, st = self.config, self.settings
         try:
             ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
@@ -116,21 +173,15 @@ class Stream(StreamReadings):
             self._fail()
             raise CommandError(str(exc)) from None
         pipeline = self.pipeline
-        env = SourceEnv(
+        self._env = env = SourceEnv(
             uuid=self.uuid, esl=self.host.esl, ports=self.host.ports, media_host=cfg.media_host,
             fs_media_host=cfg.fs_media_host, first_audio_timeout=cfg.first_audio_timeout,
             esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
             failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
             tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = source = (DirectSource(env, pipeline) if self.source == "direct"
-                                 else TapSource(env, pipeline, self.mix))
-        try:
-            source.open()  # taps first: attached before anything can play
-        except SourceError as exc:
-            if self.source == "taps":
-                self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
-            self._fail()
-            raise CommandError(str(exc)) from None
+        self._source = (DirectSource(env, pipeline, on_moved=self._save)
+                        if self.source == "direct"
+                        else TapSource(env, pipeline, self.mix, on_moved=self._save))
         channels = 2 if self.mix == "stereo" else 1
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
@@ -144,6 +195,11 @@ class Stream(StreamReadings):
         for text in self._pending_texts:  # send_text while connecting: after the metadata
             link.send_text(text)
         self._pending_texts.clear()
+        return link
+
+    def _connect(self, link: Link) -> None:
+        """The first connection; raises CommandError (everything released) when it fails or
+        a stop came meanwhile."""
         try:
             link.connect()
         except WSError as exc:
@@ -155,20 +211,33 @@ class Stream(StreamReadings):
             link.close(1000, events.CLOSE_REASONS[1000])
             self._fail()
             raise CommandError("stopped while connecting")
-        self._fire(events.CONNECT, events.connect_body())
-        try:
-            source.start()
-        except SourceError as exc:
-            link.close(1000, "")
-            self._fail()
-            raise CommandError(str(exc)) from None
-        wanted = self._wanted
+
+    def _started_as(self, wanted: StreamState) -> None:
         self.lifecycle = advance(self.lifecycle, S.PAUSED if wanted is S.PAUSED else S.STREAMING)
         if wanted is S.PAUSED:
             self._pause_parts()
         self._started.set()
         if wanted is S.STOPPING:  # a stop came while FreeSWITCH was being asked
             self.stop_async(self.cause or "command")
+
+    # -- the record on the call (crash-only) ------------------------------------------------
+
+    def record(self) -> StreamRecord:
+        """What a next daemon process needs to carry this stream on (app/resume.py)."""
+        player = self.player
+        parts = self._source.describe() if self._source is not None else {}
+        return StreamRecord(
+            owner=self.host.owner, url=self.url, mix=self.mix, rate=self.rate,
+            metadata=self.metadata, source=self.source, protocol=self.protocol.name,
+            paused=self.lifecycle is S.PAUSED,
+            marks=tuple(player.pending_marks) if player is not None else (),
+            started=self.started_epoch, **parts)
+
+    def _save(self) -> None:
+        """Something the record says changed (ports, taps, pause, marks): written soon, in the
+        keeper's greenlet (never blocks: called from the per-frame path too)."""
+        if self.lifecycle in (S.STREAMING, S.PAUSED):
+            self.host.keeper.save(self.uuid, self.record())
 
     def _choose_source(self) -> str:
         """`direct` for mono on a parked call (the cheapest: one unicast), `taps` otherwise;
@@ -222,6 +291,7 @@ class Stream(StreamReadings):
         if self.lifecycle is S.STREAMING:
             self.lifecycle = advance(self.lifecycle, S.PAUSED)
             self._pause_parts()
+            self._save()
 
     def _pause_parts(self) -> None:
         self.pipeline.pause()
@@ -243,6 +313,7 @@ class Stream(StreamReadings):
             raise CommandError(str(exc)) from None
         self.pipeline.resume()
         self.lifecycle = advance(self.lifecycle, S.STREAMING)
+        self._save()
 
     def send_text(self, text: str) -> None:
         """Send a text message now; while connecting or reconnecting it waits (after the
@@ -255,6 +326,8 @@ class Stream(StreamReadings):
 
     def on_call_event(self, name: str, application: str, data: str) -> None:
         """A channel event of this call (the daemon passes the few that matter)."""
+        if name == "CHANNEL_PARK" and self._env is not None:
+            self._env.park_seen.set()
         if self._source is not None:
             self._source.on_call_event(name)
         if self.player is not None:
@@ -327,7 +400,7 @@ class Stream(StreamReadings):
         self.player = player = _PLAYERS[playback.mode](
             self.uuid, fire=self._fire, send_mark=self._send_mark, channel_rate=rate,
             files_dir=cfg.files_dir, files_group=cfg.files_group, api=self.host.esl.api,
-            suppress_log=self.settings.suppress_log, **extra)
+            suppress_log=self.settings.suppress_log, marks_changed=self._save, **extra)
         self.playback = playback
         self._source.attach(player)
         if playback.paced_here:
@@ -368,6 +441,7 @@ class Stream(StreamReadings):
             return
         self.lifecycle = advance(self.lifecycle, S.STOPPING)
         self.cause = cause
+        self.host.keeper.drop(self.uuid)  # first: a stop is never undone by a restart
         try:
             if self._source is not None:
                 self._source.stop_reading()
@@ -386,6 +460,41 @@ class Stream(StreamReadings):
             log.exception("%s: error while stopping", self.uuid)
         finally:
             self._release()
+            self.lifecycle = advance(self.lifecycle, S.ENDED)
+            self.done.set()
+            self.host.stream_ended(self)
+
+    def hand_over(self, timeout: float = 0.5) -> None:
+        """A planned restart: leave the stream to the next process. Its record stays on the
+        call (written once more, with the marks waiting now); FreeSWITCH keeps streaming to the
+        same ports and the taps stay; the endpoint gets a close 1001 (within `timeout`: the
+        process exits within a second) and the next process connects again; no disconnect
+        event, nothing asked of FreeSWITCH."""
+        if self.lifecycle not in (S.STREAMING, S.PAUSED):
+            return
+        record = self.record()
+        self.lifecycle = advance(self.lifecycle, S.STOPPING)
+        self.cause = "handover"
+        source, self._source = self._source, None
+        try:
+            if source is not None:
+                source.stop_reading()
+            self.host.keeper.save(self.uuid, record, now=True)
+            link = self._link
+            if link is not None and link.is_open:
+                with gevent.Timeout(timeout, False):
+                    link.close(1001, "going away: the daemon restarts, the stream goes on")
+        except Exception:
+            log.exception("%s: error while handing over", self.uuid)
+        finally:
+            if source is not None:
+                source.hand_over()
+            player, self.player = self.player, None
+            if player is not None:
+                player.abandon()
+            self.pipeline.close()
+            if self._link is not None:
+                self._link.abort()
             self.lifecycle = advance(self.lifecycle, S.ENDED)
             self.done.set()
             self.host.stream_ended(self)

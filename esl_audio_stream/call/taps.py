@@ -18,7 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
+from gevent.socket import wait_read
 
+from ..app.resume import StreamRecord, TapRecord
 from ..esl.connection import ESLError
 from ..media.frames import PTIME_MS
 from .direct import WriteBackPort
@@ -106,10 +108,23 @@ class Tap:
             self.close(esl)
             raise TapError(f"{self.side} tap: {exc}") from None
 
+    @classmethod
+    def adopt(cls, target: str, record: TapRecord, ports: PortPool, media_host: str,
+              fs_media_host: str) -> Tap:
+        """The tap a previous daemon process made: its channel still streams to the daemon's
+        old port, bound again here. Raises LeaseError when that port cannot be had."""
+        tap = cls(target, record.side)
+        tap.uuid = record.uuid
+        tap.lease = UnicastLease.adopt(ports, media_host, fs_media_host, record.fs_port,
+                                       record.udp_port)
+        return tap
+
     def wait_audio(self, timeout: float) -> bool:
         """Whether the tap's first datagram came within `timeout`; it then holds its lease."""
         feed = self.feed
-        if feed is None or not feed.delivered.wait(timeout):
+        if feed is None:  # adopted: its lease is the port FreeSWITCH streams to
+            return self.lease is not None and _readable(self.lease, timeout)
+        if not feed.delivered.wait(timeout):
             return False
         if feed.winner is not None:
             self.lease = feed.take_winner()
@@ -138,6 +153,14 @@ class Tap:
             self.lease = None
 
 
+def _readable(lease: UnicastLease, timeout: float) -> bool:
+    try:
+        wait_read(lease.endpoint.sock.fileno(), timeout)  # type: ignore[union-attr]
+    except TimeoutError:
+        return False
+    return True
+
+
 def _nothing(lease: UnicastLease) -> None:
     """A tap's first datagram waits to be read by the stream, which waits for `delivered`."""
 
@@ -147,9 +170,11 @@ class TapSource:
 
     kind = "taps"
 
-    def __init__(self, env: SourceEnv, pipeline: FramePipeline, mix: str) -> None:
+    def __init__(self, env: SourceEnv, pipeline: FramePipeline, mix: str,
+                 on_moved: Callable[[], None] = lambda: None) -> None:
         self.env = env
         self.pipeline = pipeline
+        self._on_moved = on_moved  # taps or ports changed: the stream's record says it again
         self.sides = (READ,) if mix == "mono" else (READ, WRITE)
         self.taps: list[Tap] = []
         self.reopens = 0
@@ -176,12 +201,75 @@ class TapSource:
         their rate is known. Raises SourceError with every tap already closed."""
         env = self.env
         self.taps = [Tap(env.uuid, side) for side in self.sides]
-        timeout = env.first_audio_timeout
         try:
             for tap in self.taps:
                 tap.open(env.esl, env.ports, env.media_host, env.fs_media_host,
-                         probe=env.probe, timeout=timeout, on_retry=env.retried)
+                         probe=env.probe, timeout=env.first_audio_timeout,
+                         on_retry=env.retried)
                 env.tap_opened(tap.uuid)
+        except BaseException as exc:
+            self._close_taps()
+            if isinstance(exc, TapError):
+                raise SourceError(str(exc)) from None
+            raise
+        self._line_up(env.first_audio_timeout)
+
+    def adopt(self, record: StreamRecord) -> None:
+        """Carry on the taps of a stream a previous process started: each tap channel still
+        streams to the daemon's old port, bound again here. Where one is gone, a port cannot be
+        had, or one gives nothing within a probe, the taps left are killed and new ones made
+        (never two sets). Raises SourceError."""
+        env = self.env
+        alive = [t for t in record.taps if t.side in self.sides and self._exists(t.uuid)]
+        if len(alive) == len(self.sides):
+            try:
+                self.taps = [Tap.adopt(env.uuid, t, env.ports, env.media_host,
+                                       env.fs_media_host) for t in alive]
+            except LeaseError as exc:
+                log.warning("%s: %s: making the taps again", env.uuid, exc)
+                self._close_taps()
+            else:
+                for tap in self.taps:
+                    env.tap_opened(tap.uuid)
+                try:
+                    self._line_up(env.probe)
+                except SourceError as exc:
+                    log.warning("%s: %s: making the taps again", env.uuid, exc)
+        for t in record.taps:  # whatever is not carried on is killed (never two sets of taps)
+            if t.uuid not in self.tap_uuids:
+                gone = Tap(env.uuid, t.side)
+                gone.uuid = t.uuid
+                gone.close(env.esl)
+        if record.fs_port:
+            port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
+            try:
+                port.adopt(record.fs_port, record.udp_port)
+            except LeaseError as exc:
+                log.warning("%s: the write-back port was not carried on: %s", env.uuid, exc)
+            else:
+                self._write_back = port
+                self._paced_here = False
+        if not self.taps:
+            self.open()
+        self.start()  # into the link's backlog until it connects: the metadata still goes first
+
+    def _exists(self, uuid: str) -> bool:
+        try:
+            return self.env.esl.api(f"uuid_exists {uuid}").strip() == "true"
+        except ESLError:
+            return False
+
+    def describe(self) -> dict:
+        taps = tuple(TapRecord(t.side, t.uuid, t.lease.port, t.lease.endpoint.port)
+                     for t in self.taps if t.lease is not None and t.lease.endpoint is not None)
+        fs_port, udp_port = self._write_back.ports if self._write_back is not None else (0, 0)
+        return {"taps": taps, "fs_port": fs_port, "udp_port": udp_port}
+
+    def _line_up(self, timeout: float) -> None:
+        """Wait for each tap's first datagram, then drop what they queued, so both start
+        together. Raises SourceError with every tap already closed."""
+        env = self.env
+        try:
             deadline = gevent.get_hub().loop.now() + timeout
             for tap in self.taps:
                 if not tap.wait_audio(max(0.0, deadline - gevent.get_hub().loop.now())):
@@ -248,12 +336,15 @@ class TapSource:
             log.info("%s: the call is not parked: playing by displace, not %s", env.uuid, mode)
             mode = "displace"
         if mode == "inject":
-            port = WriteBackPort(env, self._tick)
-            try:
-                port.start()
-            except LeaseError as exc:
-                raise SourceError(f"no write-back port: {exc}") from None
-            self._write_back = port
+            port = self._write_back  # carried on from a previous process, or made now
+            if port is None:
+                port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
+                try:
+                    port.start()
+                except LeaseError as exc:
+                    raise SourceError(f"no write-back port: {exc}") from None
+                self._write_back = port
+                self._on_moved()
             self._paced_here = False
             return Playback(mode, write=port.write, paced_here=False)
         return Playback(mode, in_tap=self._in_tap)
@@ -296,6 +387,7 @@ class TapSource:
         if not self.taps and not self._closing:
             self.open()
             self.start()
+            self._on_moved()
 
     def on_call_event(self, name: str) -> None:
         pass
@@ -330,10 +422,31 @@ class TapSource:
             self.reopens += 1
             if not self._closing:
                 self.start()
+                self._on_moved()
             else:
                 self._close_taps()
         finally:
             self._job = None
+
+    def hand_over(self) -> None:
+        """Leave the taps streaming to their ports for the next process: readers and sockets
+        closed here, nothing asked of FreeSWITCH."""
+        self._closing = True
+        if self._job is not None and self._job is not gevent.getcurrent():
+            self._job.kill(block=False)
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+        for tap in self.taps:
+            self.env.tap_closed(tap.uuid)
+            if tap.feed is not None:
+                tap.feed.close()
+            if tap.lease is not None:
+                tap.lease.release()
+        self.taps = []
+        if self._write_back is not None:
+            self._write_back.hand_over()
+            self._write_back = None
 
     def close(self, hung_up: bool) -> None:
         """Kill the taps and release everything. A background job is let finish (it sees the

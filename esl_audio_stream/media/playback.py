@@ -131,6 +131,10 @@ class PlaybackQueue:
             parts.append(self._silence[:need])  # the queue ran dry mid-frame
         return (parts[0] if len(parts) == 1 else b"".join(parts)), marks
 
+    def marks(self) -> list[str]:
+        """The names of the marks not reached yet, in order (not for the per-frame path)."""
+        return [e for e in self._q if type(e) is str]
+
     def clear(self) -> list[str]:
         """Drop all audio and marks (barge-in); returns the names of the dropped marks."""
         names = [e for e in self._q if type(e) is str]

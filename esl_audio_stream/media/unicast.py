@@ -68,6 +68,21 @@ class PortPool:
         raise RuntimeError("no free FreeSWITCH unicast port left"
                            + (f" ({len(self._held)} held back: in use)" if self._held else ""))
 
+    def claim(self, port: int) -> bool:
+        """Take this very port (a stream carried on from another process asked FreeSWITCH for
+        it); False when it is outside the range or already the daemon's."""
+        if port in self._used:
+            return False
+        if port in self._held:
+            del self._held[port]
+        else:
+            try:
+                self._free.remove(port)
+            except ValueError:
+                return False
+        self._used.add(port)
+        return True
+
     def give(self, port: int) -> None:
         """A port the daemon is done with, FreeSWITCH's side closed (or never opened)."""
         if port in self._used:
@@ -141,7 +156,9 @@ def unicast_headers(fs_host: str, fs_port: int, host: str, port: int) -> dict[st
 class UnicastEndpoint:
     """One call's UDP socket: receives FreeSWITCH's frames, sends frames to be written back."""
 
-    def __init__(self, host: str, fs_host: str, fs_port: int) -> None:
+    def __init__(self, host: str, fs_host: str, fs_port: int, port: int = 0) -> None:
+        """`port`: the daemon's own port to bind (0: any; a stream carried on from another
+        process binds the one FreeSWITCH streams to)."""
         self.fs_address = (fs_host, fs_port)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # A plain non-blocking socket: the stream reads it from an event-loop callback, which
@@ -150,7 +167,7 @@ class UnicastEndpoint:
         try:
             self.sock.setblocking(False)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            self.sock.bind((host, 0))
+            self.sock.bind((host, port))
             # FreeSWITCH's unicast socket is always IPv4 (facts file).
             if family == socket.AF_INET:
                 self.sock.connect(self.fs_address)

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 API_PATH = "/api/uuid_audio_stream"
+DRAIN_PATH = "/drain"
 PAGE_PATH = "/status"
 FEED_PATH = "/status/feed"
 COOKIE = "eas_token"
@@ -83,6 +84,11 @@ class Controlled(metrics.Observed, Protocol):
 
     def execute(self, args: str | bytes) -> str:
         """Carry out one `uuid_audio_stream` argument string; mod_audio_stream's answer."""
+        ...
+
+    def drain(self, timeout: float | None = None, hurry: object = None,
+              then_stop: bool = True) -> bool:
+        """End every stream cleanly and refuse new ones; whether all ended in time."""
         ...
 
 
@@ -195,6 +201,12 @@ class ControlServer:
                 return _reply(start_response, "413 Payload Too Large", "-ERR command too long\n")
             args = environ["wsgi.input"].read(length)
             return _reply(start_response, "200 OK", self.daemon.execute(args))
+        if path == DRAIN_PATH and method == "POST":
+            n = len(self.daemon.streams)
+            if self.daemon.drain(then_stop=False):
+                return _reply(start_response, "200 OK", f"+OK drained {n} streams\n")
+            return _reply(start_response, "200 OK", f"-ERR {len(self.daemon.streams)} streams "
+                          "did not end within drain_timeout\n")
         if path == "/streams" and method == "GET":
             rows = status.rows(self.daemon.streams.values(), time.monotonic())
             return _reply(start_response, "200 OK", json.dumps(rows), "application/json")

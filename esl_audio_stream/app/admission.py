@@ -1,0 +1,76 @@
+"""How a stream is admitted: the call checked (`uuid_dump`), its STREAM_* variables read over the
+daemon's defaults, the stream built, registered while it connects (so a stop or a send_text
+reaches it), and started -- or, for a stream a previous process left on the call, carried on.
+A stream that cannot start leaves nothing behind: not in the registry, its call not tracked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from ..call.stream import Stream
+from ..esl.connection import ESLError
+from . import events
+from .calls import initial_state
+from .commands import CommandError, Start
+from .settings import SettingsError, settings_from_variables, variables_from_dump
+
+if TYPE_CHECKING:
+    from ..esl.connection import ESLConnection
+    from .daemon import Daemon
+    from .resume import StreamRecord
+
+log = logging.getLogger(__name__)
+
+
+def admit(d: Daemon, cmd: Start, record: StreamRecord | None = None) -> Stream:
+    """Start a stream for `cmd` (or carry on the one `record` says); raises CommandError."""
+    uuid = cmd.uuid
+    d.starting.add(uuid)
+    try:
+        channel = channel_info(d.esl, uuid)
+        track = d.calls.track(uuid, initial_state(channel))
+        try:
+            settings = settings_from_variables(
+                variables_from_dump(channel), d.config.stream_defaults,
+                warn=lambda text: log.warning("%s: %s", uuid, text))
+        except SettingsError as exc:
+            d.calls.forget(uuid)
+            raise CommandError(str(exc)) from None
+        stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record)
+        d.streams[uuid] = stream
+        try:
+            if record is None:
+                stream.start()
+            else:
+                stream.carry_on()
+        except BaseException:
+            if d.streams.get(uuid) is stream:
+                del d.streams[uuid]
+            d.calls.forget(uuid)
+            raise
+        d.counters.started += 1
+        if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
+            stream.stop_async("hangup")  # the call ended while we were connecting
+        if record is None:
+            log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
+        return stream
+    finally:
+        d.starting.discard(uuid)
+
+
+def channel_info(esl: ESLConnection, uuid: str) -> dict[str, str]:
+    """The call as `uuid_dump <uuid> json` says it is; CommandError when there is none."""
+    try:
+        body = esl.api(f"uuid_dump {uuid} json")
+    except ESLError as exc:
+        raise CommandError(f"FreeSWITCH did not answer: {exc}") from None
+    if not body.lstrip().startswith("{"):
+        raise CommandError(f"no such channel: {uuid}")
+    try:
+        info = json.loads(body)
+    except ValueError:
+        raise CommandError(f"unreadable uuid_dump for {uuid}") from None
+    return {str(k): str(v) for k, v in info.items()}

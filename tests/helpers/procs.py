@@ -1,0 +1,112 @@
+"""The daemon as a real child process (`esl-audio-stream run --config`), for tests that kill it,
+signal it and start it again against a simulator the test holds in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gevent
+from conftest import wait_until
+
+from esl_audio_stream.ops.client import control_http, control_request
+
+from .daemons import free_port, wait_port
+
+CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
+
+
+class DaemonProcess:
+    """One daemon's configuration, and the processes run from it one after another."""
+
+    def __init__(self, tmp: Path, esl: tuple[str, int], *, owner: str = "test-daemon",
+                 password: str = "ClueCon", orphan_timeout: float = 30.0,
+                 port_base: int | None = None, extra: str = "") -> None:
+        self.tmp = tmp
+        self.control_port = free_port()
+        self.control = f"127.0.0.1:{self.control_port}"
+        self.files = tmp / "files"
+        self.config = tmp / "eas.toml"
+        base = port_base if port_base is not None else 13000 + (os.getpid() % 20) * 100
+        self.config.write_text(f"""
+[esl]
+host = "{esl[0]}"
+port = {esl[1]}
+password = "{password}"
+[control]
+listen = "{self.control}"
+[media]
+port_min = {base}
+port_max = {base + 99}
+[playback]
+files_dir = "{self.files}"
+[streams]
+owner = "{owner}"
+orphan_timeout = {orphan_timeout}
+first_audio_timeout = 2.0
+{extra}
+""")
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self, wait_esl: bool = True) -> float:
+        """A new process; returns when it answers (and has reached ESL): its start time."""
+        self.runs += 1
+        log = open(self.tmp / f"daemon-{self.runs}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([*CLI, "run", "-v", "--config", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        gevent.get_hub().threadpool.apply(wait_port, (self.control_port, 15))
+        up = time.monotonic()
+        if wait_esl:
+            assert wait_until(self.esl_connected, 10), self.logged()
+        return up
+
+    def esl_connected(self) -> bool:
+        try:
+            text = gevent.get_hub().threadpool.apply(
+                control_http, (self.control, "GET", "/metrics"), {"timeout": 5})[1]
+        except OSError:
+            return False
+        return "esl_audio_stream_esl_connected 1.0" in text
+
+    def ctl(self, args: str) -> str:
+        return gevent.get_hub().threadpool.apply(control_request, (self.control, args, 15))
+
+    def drain(self) -> str:
+        return gevent.get_hub().threadpool.apply(
+            control_http, (self.control, "POST", "/drain", b""), {"timeout": 30})[1]
+
+    def streams(self) -> list[dict]:
+        code, text = gevent.get_hub().threadpool.apply(
+            control_http, (self.control, "GET", "/streams"), {"timeout": 10})
+        assert code == 200, text
+        return json.loads(text)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies with no chance to do anything."""
+        self.signal(signal.SIGKILL)
+        self.wait_exit(10)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        assert self.proc is not None
+        wait_until(lambda: self.proc.poll() is not None, timeout, 0.02)
+        return self.proc.poll()
+
+    def logged(self) -> str:
+        return "".join(p.read_text(errors="replace")
+                       for p in sorted(self.tmp.glob("daemon-*.log")))
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
