@@ -67,7 +67,7 @@ def test_the_index_of_one_owner_is_read_from_one_dump():
     assert read_index(dump, "b").alive is None
 
 
-# -- processes ---------------------------------------------------------------------------------------
+# -- processes --------------------------------------------------------------------------------
 
 @pytest.fixture
 def sim():
@@ -171,7 +171,7 @@ def test_a_restarted_daemon_carries_every_stream_on(sim, esl, daemon, how):
               f"{max(back.values()):.2f} s of the new process answering"
               + (f" (old process exited {handover:.2f} s after SIGTERM)"
                  if how == "SIGTERM" else ""))
-        for uuid, path in streams.items():
+        for path in streams.values():
             old, new = conns(peer, path)
             assert new.messages[0] == f"META-{path[2:]}"  # the metadata first, again
             if how == "SIGTERM":
