@@ -282,6 +282,13 @@ def cmd_bench(ns: argparse.Namespace) -> int:
                      source=ns.source, mix=ns.mix)
 
 
+def cmd_soak(ns: argparse.Namespace) -> int:
+    from .dev.soak import run_soak
+
+    rows = run_soak(calls=ns.calls, minutes=ns.minutes, every=ns.every)
+    return 0 if rows else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esl-audio-stream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -352,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="unicast on the call itself, or loopback taps (as for bridged calls)")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
     bench.set_defaults(func=cmd_bench)
+    soak = sub.add_parser("soak", help="simulated calls with churn for a long while: what the "
+                          "daemon holds (RSS, fds, greenlets, ports, files), now and then")
+    soak.add_argument("--calls", type=int, default=200)
+    soak.add_argument("--minutes", type=float, default=30.0)
+    soak.add_argument("--every", type=float, default=300.0, help="seconds between two rows")
+    soak.set_defaults(func=cmd_soak)
     return p
 
 

@@ -9,6 +9,7 @@ the daemon (service.py) attaches it as `control`, started after ESL and stopped 
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import time
@@ -17,6 +18,7 @@ from typing import Protocol
 import gevent
 import gevent.event
 from gevent.pool import Group
+from greenlet import greenlet as RawGreenlet
 
 from ..call.stream import Stream
 from ..esl.connection import ESLConnection, ESLError
@@ -113,6 +115,15 @@ class Daemon:
     @property
     def events_refired(self) -> int:
         return self.outbox.refired
+
+    def resources(self) -> dict[str, float]:
+        """What the daemon holds now and what it carried over restarts (read at scrape time:
+        counting the greenlets walks the heap)."""
+        r = self.reconciler
+        return {"ports_in_use": self.ports.in_use, "ports_held": self.ports.held,
+                "greenlets": sum(1 for o in gc.get_objects() if isinstance(o, RawGreenlet)),
+                "streams_carried_on": r.carried_on, "streams_orphaned": r.orphans_ended,
+                "streams_forgotten": r.forgotten, "records_written": self.keeper.written}
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -42,6 +42,22 @@ class Observed(Protocol):
     def events_failed(self) -> int: ...
     @property
     def esl_connected(self) -> bool: ...
+    def resources(self) -> Mapping[str, float]:
+        """What the daemon holds and what it carried over restarts (see Daemon.resources)."""
+        ...
+
+
+#: Daemon.resources() keys: (kind, help). Gauges are what is held now; counters only grow.
+RESOURCES = {
+    "ports_in_use": ("gauge", "FreeSWITCH-side unicast ports the daemon holds."),
+    "ports_held": ("gauge", "Ports held back: someone (maybe FreeSWITCH) still has them bound."),
+    "greenlets": ("gauge", "Greenlets alive in the daemon process (a leak shows here first)."),
+    "streams_carried_on": ("counter", "Streams a previous daemon process left, carried on."),
+    "streams_orphaned": ("counter", "Streams left without a daemon longer than orphan_timeout: "
+                                    "ended, not carried on."),
+    "streams_forgotten": ("counter", "Streams whose calls ended while no daemon ran."),
+    "records_written": ("counter", "Stream records written on their calls (crash-only)."),
+}
 
 
 class DaemonCollector:
@@ -54,6 +70,9 @@ class DaemonCollector:
         d = self.daemon
         c: Counters = d.counters
         streams = list(d.streams.values())
+        for name, value in d.resources().items():
+            kind, doc = RESOURCES[name]
+            yield (_gauge if kind == "gauge" else _counter)(name, doc, value)
         yield _gauge("streams_active", "Streams in the registry (connecting, streaming or "
                      "stopping).", len(streams))
         yield _counter("streams_started", "Streams that started (the start command answered "
