@@ -88,8 +88,8 @@ def test_config_template_is_accepted():
 def _copy_source(dst: Path, version: str) -> None:
     """This checkout's source with another version number (the second release)."""
     shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so", "demo-out",
-        "bench-out", ".pytest_cache", ".ruff_cache", "_speexdsp.c", "_mask.c"))
+        ".git", ".venv", ".venv-*", "build", "dist", "*.egg-info", "__pycache__", "*.so",
+        "demo-out", "bench-out", ".pytest_cache", ".ruff_cache", "_speexdsp.c", "_mask.c"))
     cfg = dst / "setup.cfg"
     cfg.write_text(re.sub(r"(?m)^version = .*$", f"version = {version}", cfg.read_text()))
 
