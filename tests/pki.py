@@ -75,6 +75,18 @@ def reissue_ca(ca_cert: str, ca_key: str, out: str) -> str:
     return out
 
 
+def make_intermediate(d: Path, name: str, ca: str = "ca") -> str:
+    """An intermediate CA certificate `d/<name>.pem` (key `d/<name>.key`) signed by CA `d/<ca>`."""
+    ext, csr = d / f"{name}.ext", d / f"{name}.csr"
+    ext.write_text(CA_EXTENSIONS)
+    openssl("req", "-new", *EC, "-keyout", str(d / f"{name}.key"), "-out", str(csr), "-subj",
+            f"/CN=esl-audio-stream test {name}")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(d / f"{ca}.pem"), "-CAkey",
+            str(d / f"{ca}.key"), "-CAcreateserial", "-days", "1", "-out", str(d / f"{name}.pem"),
+            "-extfile", str(ext))
+    return str(d / f"{name}.pem")
+
+
 def make_leaf(d: Path, name: str, cn: str, ext: str, ca: str = "ca") -> tuple[str, str]:
     """A certificate `d/<name>.pem` for `cn` (key `d/<name>.key`) signed by CA `d/<ca>`; `ext`
     adds its subjectAltName and extendedKeyUsage to LEAF_EXTENSIONS."""

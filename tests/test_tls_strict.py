@@ -1,0 +1,113 @@
+"""Strict X.509 verification through the daemon, the same on every interpreter
+(esl_audio_stream/ws/tls.py sets ssl.VERIFY_X509_STRICT, which Python 3.13 sets by default): a
+private CA made the old way -- a CA certificate without keyUsage, as `openssl req -x509` used to
+make one -- is refused with the error event's code 9 (SSL error) and OpenSSL's reason, and the same
+CA certificate re-issued with the README's command (same key, subject and serial, the proper
+extensions), with the server's certificate untouched, makes the same server verify. Real TLS on
+127.0.0.1 against tests/test_wss.py's peers; certificates made at test time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+from pki import (
+    OLD_CA_EXTENSIONS,
+    PKIUnavailable,
+    make_ca,
+    make_leaf,
+    reissue_ca,
+    server_extensions,
+)
+from test_wss import (  # noqa: F401 - _own_ports, _fresh_tls_cache: autouse fixtures
+    OK,
+    TLSPeer,
+    _fresh_tls_cache,
+    _own_ports,
+    call_with,
+    server_context,
+    start_refused,
+    stream_events,
+    subscribe,
+)
+
+from esl_audio_stream.app import events
+
+
+def _identity(cert: str) -> list[str]:
+    """What must not change when a CA certificate is re-issued: subject, serial, public key."""
+    done = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-subject", "-serial",
+                           "-pubkey"], capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout.splitlines()
+
+
+def _extensions(cert: str) -> str:
+    return subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-ext",
+                           "basicConstraints,keyUsage"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+
+
+@pytest.fixture
+def old_ca(tmp_path: Path) -> tuple[str, str, str, str]:
+    """(CA certificate, its key, server certificate, server key): an old-style private CA."""
+    try:
+        ca = make_ca(tmp_path, "ca", OLD_CA_EXTENSIONS, subject="/O=Acme/CN=Acme private CA")
+        server = make_leaf(tmp_path, "server", "localhost",
+                           server_extensions("localhost", "127.0.0.1"))
+    except (OSError, subprocess.CalledProcessError, PKIUnavailable) as exc:
+        pytest.skip(f"openssl CLI not usable: {exc}")
+    return ca, str(tmp_path / "ca.key"), *server
+
+
+def test_an_old_private_ca_is_refused_and_reissuing_it_fixes_it(esl, daemon, old_ca):
+    ca, ca_key, server_cert, server_key = old_ca
+    assert "Key Usage" not in _extensions(ca) and "CA:TRUE" in _extensions(ca)
+    peer = TLSPeer(server_context(server_cert, server_key)).start()
+    try:
+        subscribe(esl)
+        uuid = call_with(esl, f"STREAM_TLS_CA_FILE={ca}")
+        answer, err = start_refused(esl, daemon, uuid, peer.url())
+        assert err["code"] == events.WS_SSL_ERROR == 9
+        assert err["error"].startswith("certificate verification failed: ")
+        assert "CA cert does not include key usage extension" in err["error"]
+        assert answer.endswith(err["error"] + "\n")
+        assert peer.connections == []  # refused at the handshake
+
+        # The operator re-issues the CA certificate with its key and puts it where the old one
+        # was; the server keeps its certificate, the daemon keeps running.
+        before = _identity(ca)
+        leaf = Path(server_cert).read_bytes()
+        os.replace(reissue_ca(ca, ca_key, ca + ".new"), ca)
+        assert _identity(ca) == before
+        assert "Certificate Sign, CRL Sign" in _extensions(ca)
+
+        assert daemon.execute(f"{uuid} start {peer.url('/again')} mono 8k") == OK
+        conn = peer.wait_connection()
+        assert conn.path == "/again"
+        assert wait_until(lambda: len(conn.binary) >= 10, 5)
+        assert [s for s, _ in stream_events(esl, uuid, events.CONNECT, events.ERROR)] == [
+            events.ERROR, events.CONNECT]
+        assert Path(server_cert).read_bytes() == leaf
+        esl.api(f"uuid_kill {uuid}")
+    finally:
+        peer.stop()
+
+
+def test_the_hostname_switch_does_not_lift_the_strict_checks(esl, daemon, old_ca):
+    """STREAM_TLS_DISABLE_HOSTNAME_VALIDATION skips the name only: an old CA is still refused.
+    (STREAM_TLS_CA_FILE=NONE, no verification at all, is the only way around; see README.)"""
+    ca, _, server_cert, server_key = old_ca
+    peer = TLSPeer(server_context(server_cert, server_key)).start()
+    try:
+        subscribe(esl)
+        uuid = call_with(esl, f"STREAM_TLS_CA_FILE={ca},"
+                         "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION=true")
+        _, err = start_refused(esl, daemon, uuid, peer.url())
+        assert err["code"] == events.WS_SSL_ERROR
+        assert "CA cert does not include key usage extension" in err["error"]
+        esl.api(f"uuid_kill {uuid}")
+    finally:
+        peer.stop()
