@@ -7,8 +7,9 @@ verifies strictly (ssl.VERIFY_X509_STRICT, Python 3.13's default, set by esl_aud
 on every interpreter): a CA certificate has basicConstraints critical CA:TRUE, keyUsage critical
 keyCertSign+cRLSign and its key identifiers; a leaf has keyUsage critical digitalSignature (EC
 keys sign, they do not encipher), its extendedKeyUsage, a subjectAltName and both key identifiers.
-OLD_CA_EXTENSIONS is what `openssl req -x509` used to give a private CA (no keyUsage), and
-reissue_ca() is the README's fix for it.
+OLD_CA_EXTENSIONS is what `openssl req -x509` used to give a private CA (no keyUsage); the
+README's fix for it (re-issuing the CA certificate with CA_EXTENSIONS) is run by
+tests/test_tls_strict.py.
 """
 
 from __future__ import annotations
@@ -63,16 +64,6 @@ def make_ca(d: Path, name: str, extensions: str = CA_EXTENSIONS,
             "-days", "1", "-subj", subject or f"/CN=esl-audio-stream test {name}",
             "-config", str(conf), "-extensions", "ext")
     return str(d / f"{name}.pem")
-
-
-def reissue_ca(ca_cert: str, ca_key: str, out: str) -> str:
-    """The CA certificate made again with the same key, subject and serial, and the extensions
-    of CA_EXTENSIONS: what the README tells an operator with an old private CA to run."""
-    ext = Path(out).with_suffix(".ext")
-    ext.write_text(CA_EXTENSIONS)
-    openssl("x509", "-in", ca_cert, "-signkey", ca_key, "-clrext", "-extfile", str(ext),
-            "-days", "1", "-out", out)
-    return out
 
 
 def make_intermediate(d: Path, name: str, ca: str = "ca") -> str:

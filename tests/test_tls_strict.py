@@ -2,24 +2,26 @@
 (esl_audio_stream/ws/tls.py sets ssl.VERIFY_X509_STRICT, which Python 3.13 sets by default): a
 private CA made the old way -- a CA certificate without keyUsage, as `openssl req -x509` used to
 make one -- is refused with the error event's code 9 (SSL error) and OpenSSL's reason, and the same
-CA certificate re-issued with the README's command (same key, subject and serial, the proper
+CA certificate re-issued by the README's own commands (same key, subject and serial, the proper
 extensions), with the server's certificate untouched, makes the same server verify. Real TLS on
 127.0.0.1 against tests/test_wss.py's peers; certificates made at test time."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 from pki import (
+    CA_EXTENSIONS,
     OLD_CA_EXTENSIONS,
     PKIUnavailable,
     make_ca,
     make_leaf,
-    reissue_ca,
     server_extensions,
 )
 from test_wss import (  # noqa: F401 - _own_ports, _fresh_tls_cache: autouse fixtures
@@ -36,6 +38,20 @@ from test_wss import (  # noqa: F401 - _own_ports, _fresh_tls_cache: autouse fix
 
 from esl_audio_stream.app import events
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def run_readme_fix(directory: Path) -> Path:
+    """The README's commands that re-issue ca.pem with ca.key as ca-new.pem, run as written in
+    `directory`: what the README tells an operator works."""
+    blocks = re.findall(r"```sh\n(.*?)\n *```", README.read_text(), re.S)
+    fix = [b for b in blocks if "-out ca-new.pem" in b]
+    assert len(fix) == 1, "the README's re-issuing commands are gone"
+    subprocess.run(["sh", "-e", "-c", textwrap.dedent(fix[0])], cwd=directory, check=True,
+                   capture_output=True, timeout=60)
+    assert (directory / "ca-v3.ext").read_text() == CA_EXTENSIONS  # as tests/pki.py makes CAs
+    return directory / "ca-new.pem"
+
 
 def _identity(cert: str) -> list[str]:
     """What must not change when a CA certificate is re-issued: subject, serial, public key."""
@@ -51,19 +67,20 @@ def _extensions(cert: str) -> str:
 
 
 @pytest.fixture
-def old_ca(tmp_path: Path) -> tuple[str, str, str, str]:
-    """(CA certificate, its key, server certificate, server key): an old-style private CA."""
+def old_ca(tmp_path: Path) -> tuple[str, str, str]:
+    """(CA certificate, server certificate, server key): an old-style private CA (its key
+    ca.key next to its ca.pem) and a server certificate it signed."""
     try:
         ca = make_ca(tmp_path, "ca", OLD_CA_EXTENSIONS, subject="/O=Acme/CN=Acme private CA")
         server = make_leaf(tmp_path, "server", "localhost",
                            server_extensions("localhost", "127.0.0.1"))
     except (OSError, subprocess.CalledProcessError, PKIUnavailable) as exc:
         pytest.skip(f"openssl CLI not usable: {exc}")
-    return ca, str(tmp_path / "ca.key"), *server
+    return ca, *server
 
 
 def test_an_old_private_ca_is_refused_and_reissuing_it_fixes_it(esl, daemon, old_ca):
-    ca, ca_key, server_cert, server_key = old_ca
+    ca, server_cert, server_key = old_ca
     assert "Key Usage" not in _extensions(ca) and "CA:TRUE" in _extensions(ca)
     peer = TLSPeer(server_context(server_cert, server_key)).start()
     try:
@@ -77,10 +94,9 @@ def test_an_old_private_ca_is_refused_and_reissuing_it_fixes_it(esl, daemon, old
         assert peer.connections == []  # refused at the handshake
 
         # The operator re-issues the CA certificate with its key and puts it where the old one
-        # was; the server keeps its certificate, the daemon keeps running.
+        # was; the same server (same peer, same certificate) and the daemon keep running.
         before = _identity(ca)
-        leaf = Path(server_cert).read_bytes()
-        os.replace(reissue_ca(ca, ca_key, ca + ".new"), ca)
+        os.replace(run_readme_fix(Path(ca).parent), ca)
         assert _identity(ca) == before
         assert "Certificate Sign, CRL Sign" in _extensions(ca)
 
@@ -90,7 +106,6 @@ def test_an_old_private_ca_is_refused_and_reissuing_it_fixes_it(esl, daemon, old
         assert wait_until(lambda: len(conn.binary) >= 10, 5)
         assert [s for s, _ in stream_events(esl, uuid, events.CONNECT, events.ERROR)] == [
             events.ERROR, events.CONNECT]
-        assert Path(server_cert).read_bytes() == leaf
         esl.api(f"uuid_kill {uuid}")
     finally:
         peer.stop()
@@ -99,7 +114,7 @@ def test_an_old_private_ca_is_refused_and_reissuing_it_fixes_it(esl, daemon, old
 def test_the_hostname_switch_does_not_lift_the_strict_checks(esl, daemon, old_ca):
     """STREAM_TLS_DISABLE_HOSTNAME_VALIDATION skips the name only: an old CA is still refused.
     (STREAM_TLS_CA_FILE=NONE, no verification at all, is the only way around; see README.)"""
-    ca, _, server_cert, server_key = old_ca
+    ca, server_cert, server_key = old_ca
     peer = TLSPeer(server_context(server_cert, server_key)).start()
     try:
         subscribe(esl)
