@@ -9,6 +9,7 @@ root, apt or the network."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -242,3 +243,50 @@ def test_not_root_and_no_sudo_says_so(machine: Machine) -> None:
     done = machine.run("demo", dry_run=False)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"needs {' '.join(BUILD)}: run as root, or install sudo\n"
+
+
+# --------------------------------------------------------------------------- .ci/run
+
+
+def ci(tmp: Path, *pythons: str, failing: str = "") -> subprocess.CompletedProcess:
+    """.ci/run in a checkout whose scripts/test records how it was called (and fails under the
+    interpreter named `failing`), on a PATH with these interpreters (stubs that run)."""
+    machine = Machine(tmp)
+    (machine.root / ".ci").mkdir()
+    shutil.copy2(ROOT / ".ci" / "run", machine.root / ".ci" / "run")
+    machine.stub(machine.root / "scripts" / "test",
+                 'echo "scripts/test PYTHON=$PYTHON $*"\n'
+                 f'case "$PYTHON" in *"{failing or "-"}") exit 1;; esac\n')
+    for name in pythons:
+        machine.stub(machine.bin / name, "exit 0\n")
+    return subprocess.run([BASH, str(machine.root / ".ci" / "run"), "-x"], capture_output=True,
+                          text=True, timeout=60,
+                          env={"PATH": str(machine.bin), "HOME": str(tmp)})  # no ~/.pyenv
+
+
+def test_ci_runs_the_test_command_under_both_interpreters(tmp_path: Path) -> None:
+    done = ci(tmp_path, "python3.11", "python3.13", failing="python3.13")
+    bin_ = tmp_path / "bin"
+    assert done.stdout.splitlines() == [
+        f"ci: Python 3.11 ({bin_}/python3.11): PYTHON={bin_}/python3.11 scripts/test",
+        f"scripts/test PYTHON={bin_}/python3.11 -x",
+        f"ci: Python 3.13 ({bin_}/python3.13): PYTHON={bin_}/python3.13 scripts/test",
+        f"scripts/test PYTHON={bin_}/python3.13 -x",
+        "ci: passed: 3.11; failed: 3.13",
+    ]
+    assert done.returncode == 1  # one run failed: CI fails, after running both
+
+
+def test_ci_skips_an_interpreter_the_machine_lacks(tmp_path: Path) -> None:
+    """Only what .ci/run can find: PATH (here, the stubs), /usr/bin, /usr/local/bin, ~/.pyenv."""
+    absent = [v for v in ("3.11", "3.13") if not any(
+        os.access(f"{d}/python{v}", os.X_OK) for d in ("/usr/bin", "/usr/local/bin"))]
+    if not absent:
+        pytest.skip("this machine has python3.11 and python3.13 where .ci/run looks")
+    there = "3.13" if absent[0] == "3.11" else "3.11"
+    done = ci(tmp_path, f"python{there}")
+    assert f"ci: skipping Python {absent[0]}: no python{absent[0]} on this machine" in \
+        done.stdout.splitlines()
+    assert f"scripts/test PYTHON={tmp_path}/bin/python{there} -x" in done.stdout.splitlines()
+    assert done.stdout.splitlines()[-1] == f"ci: passed: {there}; failed: none"
+    assert done.returncode == 0
