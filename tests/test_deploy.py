@@ -186,6 +186,9 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
     assert v1 != v2 and v2.startswith("0.1.0.post2-")
 
     hosts, per_host, configs = fleet.hosts, {}, {}
+    # The hosts' Python is the one running this suite, which `fab build` made the wheels for:
+    # their python3 may be another version (Debian 12's 3.11 when the suite runs under 3.13).
+    python = os.path.realpath(sys.executable)
     for h in hosts:
         control = 8089 if h.netns else free_port()  # each namespace has its own loopback
         esl = 8021 if h.netns else free_port()  # nothing listens: the daemon keeps retrying
@@ -195,7 +198,8 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
             f'[control]\nlisten = "127.0.0.1:{control}"\n'
             f'[playback]\nfiles_dir = "{h.base}/files"\n')
         per_host[h.name] = {"root": f"{h.base}/opt", "config_file": f"{h.base}/etc/config.toml",
-                            "run_dir": f"{h.base}/run", "config_source": str(configs[h.name])}
+                            "run_dir": f"{h.base}/run", "config_source": str(configs[h.name]),
+                            "python": python}
     settings = {"service": "pidfile", "user": "", "health_timeout": 20, "stop_timeout": 15,
                 "hosts": per_host}
     runtime = tmp_path / "fabric-test.yaml"
