@@ -1,10 +1,11 @@
 """scripts/_bootstrap.sh on machines other than this one (a bare Debian, an old Python, ...): the
-real script, reached through the real scripts/demo and scripts/test, run in its dry-run mode with
-a PATH made for each case. That PATH is one directory: symlinks to the few tools the script uses,
-plus stubs for what the case has -- a python3 that answers the script's one probe, a dpkg-query
-that knows which packages are installed, commands found or not. The scripts run in a copy of the
-files they read, so the virtualenv they see is the case's, not this checkout's. Nothing needs
-root, apt or the network."""
+real script, reached through the real scripts/demo, test and bench, run (mostly in its dry-run
+mode) with a PATH made for each case. That PATH is one directory: symlinks to the few tools the
+script uses, plus stubs for what the case has -- a python3 that answers the script's one probe,
+a dpkg-query that knows which packages are installed, commands found or not. The scripts run in
+a copy of the files they read, so the virtualenv they see is the case's, not this checkout's.
+Nothing needs root, apt or the network. Last, .ci/run, with stub interpreters and a stub
+scripts/test."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ class Machine:
             found = shutil.which(tool)
             assert found, f"{tool} is not on this machine"
             (self.bin / tool).symlink_to(found)
-        self.packages: list[str] = []
         self.has_packages()
 
     def stub(self, path: Path, body: str) -> None:
@@ -64,8 +64,7 @@ class Machine:
         self.stub(self.bin / "python3", f'exec "{sys.executable}" "$@"\n')
 
     def has_packages(self, *packages: str) -> None:
-        """dpkg-query -W -f='${Status}' PACKAGE, as dpkg answers it."""
-        self.packages = list(packages)
+        """dpkg-query -W -f='${Status}' PACKAGE, as dpkg answers it: installed, or unknown."""
         self.stub(self.bin / "dpkg-query",
                   'for p; do :; done\n'
                   f'case " {" ".join(packages)} " in *" $p "*) printf "install ok installed";;\n'
@@ -125,7 +124,7 @@ def test_the_test_command_also_asks_for_what_the_tests_need(machine: Machine) ->
     assert apt(machine.run("test")) == ["python3", "python3-venv", "python3-dev", *BUILD,
                                         *TEST_DEPS]
     machine.has_everything()
-    assert apt(machine.run("demo")) == []  # a machine for the demo only
+    assert apt(machine.run("test")) == []
 
 
 def test_nothing_to_install_when_everything_is_there(machine: Machine) -> None:
