@@ -2,8 +2,11 @@
 
 Each host is a network namespace of its own (a veth pair to it, its own address in 10.231.X.0/24,
 its own loopback) running `/usr/sbin/sshd -D` with its own host key. Where namespaces cannot be
-made (no CAP_NET_ADMIN), the hosts are sshd on loopback ports instead. The hosts share this
-machine's filesystem, so the deployment gives each its own directories (settings per host).
+made (no CAP_NET_ADMIN), or made but not used (in a chroot that is not a mount point, `ip netns
+add` works but `ip -n NS ...` and `ip netns exec` exit 255: their `mount --make-rslave /` is
+refused), the hosts are sshd on loopback ports instead, and `why_not_netns` says why. The hosts
+share this machine's filesystem, so the deployment gives each its own directories (settings per
+host).
 `stop()` ends everything started here -- daemons the deployment started, sshd, namespaces --
 and is safe to call after any failure.
 """
@@ -33,15 +36,57 @@ def _run(argv: list[str], timeout: float = 15.0, check: bool = True) -> subproce
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
 
 
+class NetnsUnusable(Exception):
+    """A step of making a host's namespace failed: the fleet uses loopback hosts instead."""
+
+
+def netns_steps(ns: str, veth: str, outside: str, inside: str) -> list[list[str]]:
+    """What making a host's namespace takes: the namespace, a veth pair into it (eth0 inside),
+    an address at each end, the links up, and a command run inside it (as sshd will be)."""
+    return [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        ["ip", "addr", "add", f"{outside}/30", "dev", veth],
+        ["ip", "link", "set", veth, "up"],
+        ["ip", "-n", ns, "addr", "add", f"{inside}/30", "dev", "eth0"],
+        ["ip", "-n", ns, "link", "set", "eth0", "up"],
+        ["ip", "-n", ns, "link", "set", "lo", "up"],
+        ["ip", "netns", "exec", ns, "true"],
+    ]
+
+
+def netns_step(argv: list[str]) -> None:
+    """Run one of netns_steps(); NetnsUnusable (saying which, and what ip said) if it fails."""
+    done = _run(argv, check=False)
+    if done.returncode:
+        raise NetnsUnusable(f"`{' '.join(argv)}` exited {done.returncode}: "
+                            f"{done.stderr.strip() or '(nothing on stderr)'}")
+
+
+def remove_netns(ns: str, veth: str) -> None:
+    """Remove what netns_steps() made (either may be missing): the veth pair, the namespace."""
+    if veth:
+        _run(["ip", "link", "del", veth], check=False)
+    _run(["ip", "netns", "del", ns], check=False)
+
+
+def _subnet() -> str:
+    return f"10.231.{100 + os.getpid() % 150}"  # two test runs at once use different subnets
+
+
 def can_make_netns() -> tuple[bool, str]:
-    """Whether this process may create network namespaces, and why not."""
+    """Whether this process can make a host's namespace as Fleet does (every step of it, in the
+    first /30 of this run's subnet, which no host uses), and why not. Removes what it made."""
     if not shutil.which("ip"):
         return False, "no `ip` command (iproute2)"
-    name = f"easprobe{os.getpid()}"
-    done = _run(["ip", "netns", "add", name], check=False)
-    if done.returncode:
-        return False, f"`ip netns add` refused: {done.stderr.strip()}"
-    _run(["ip", "netns", "del", name], check=False)
+    ns, veth = f"easprobe{os.getpid()}", f"easpv{os.getpid()}"
+    try:
+        for argv in netns_steps(ns, veth, f"{_subnet()}.1", f"{_subnet()}.2"):
+            netns_step(argv)
+    except NetnsUnusable as exc:
+        return False, str(exc)
+    finally:
+        remove_netns(ns, veth)
     return True, ""
 
 
@@ -80,7 +125,7 @@ class Fleet:
         self.ssh_config = tmp / "ssh_config"
         tag = os.getpid() % 100000
         self._prefix = f"eas{tag}"
-        self._octet = 100 + os.getpid() % 150  # two test runs at once use different subnets
+        self._subnet = _subnet()
 
     def start(self) -> Fleet:
         if not os.path.exists(SSHD):
@@ -92,10 +137,16 @@ class Fleet:
         authorized.write_text(self.key.with_suffix(".pub").read_text())
         authorized.chmod(0o600)
         try:
-            for n in range(1, self.count + 1):
-                self._start_host(n)
-            for host in self.hosts:
-                self._wait_ssh(host)
+            try:
+                self._start_hosts()
+            except NetnsUnusable as exc:
+                # Namespaces can be made here but a later step is refused: remove what was made,
+                # then the hosts as where namespaces cannot be made at all.
+                self.stop()
+                for n in range(1, self.count + 1):
+                    shutil.rmtree(self.tmp / f"h{n}", ignore_errors=True)
+                self.use_netns, self.why_not_netns = False, str(exc)
+                self._start_hosts()
         except BaseException:
             self.stop()
             raise
@@ -104,26 +155,25 @@ class Fleet:
             f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n" for h in self.hosts))
         return self
 
+    def _start_hosts(self) -> None:
+        for n in range(1, self.count + 1):
+            self._start_host(n)
+        for host in self.hosts:
+            self._wait_ssh(host)
+
     def _start_host(self, n: int) -> None:
         base = self.tmp / f"h{n}"
         base.mkdir()
         if self.use_netns:
             ns, veth = f"{self._prefix}h{n}", f"{self._prefix}v{n}"
-            net = f"10.231.{self._octet}"
-            outside, inside = f"{net}.{4 * n + 1}", f"{net}.{4 * n + 2}"
+            outside, inside = f"{self._subnet}.{4 * n + 1}", f"{self._subnet}.{4 * n + 2}"
             host = Host(f"h{n}", base, inside, 22)
-            _run(["ip", "netns", "add", ns])
+            first, *rest = netns_steps(ns, veth, outside, inside)
+            self.netns_step(first)
             host.netns, host.veth = ns, veth
             self.hosts.append(host)  # from here on, stop() removes it
-            for argv in (
-                ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
-                ["ip", "addr", "add", f"{outside}/30", "dev", veth],
-                ["ip", "link", "set", veth, "up"],
-                ["ip", "-n", ns, "addr", "add", f"{inside}/30", "dev", "eth0"],
-                ["ip", "-n", ns, "link", "set", "eth0", "up"],
-                ["ip", "-n", ns, "link", "set", "lo", "up"],
-            ):
-                _run(argv)
+            for argv in rest:
+                self.netns_step(argv)
         else:
             host = Host(f"h{n}", base, "127.0.0.1", free_port())
             self.hosts.append(host)
@@ -140,6 +190,10 @@ class Fleet:
         host.sshd = subprocess.Popen(host.argv([SSHD, "-D", "-e", "-f", str(config)]),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(host.log, "w"))  # noqa: SIM115
+
+    def netns_step(self, argv: list[str]) -> None:
+        """One step of making a host's namespace (a method: a test makes one fail)."""
+        netns_step(argv)
 
     def _wait_ssh(self, host: Host, timeout: float = 10.0) -> None:
         """Until the host's sshd answers with its banner."""
@@ -179,9 +233,7 @@ class Fleet:
                     host.sshd.kill()
                     host.sshd.wait(5)
             if host.netns:
-                if host.veth:
-                    _run(["ip", "link", "del", host.veth], check=False)
-                _run(["ip", "netns", "del", host.netns], check=False)
+                remove_netns(host.netns, host.veth or "")
         self.hosts = []
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleet import Fleet, free_port
+from fleet import Fleet, NetnsUnusable, can_make_netns, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -88,14 +88,70 @@ def test_config_template_is_accepted():
 def _copy_source(dst: Path, version: str) -> None:
     """This checkout's source with another version number (the second release)."""
     shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so", "demo-out",
-        "bench-out", ".pytest_cache", ".ruff_cache", "_speexdsp.c", "_mask.c"))
+        ".git", ".venv", ".venv-*", "build", "dist", "*.egg-info", "__pycache__", "*.so",
+        "demo-out", "bench-out", ".pytest_cache", ".ruff_cache", "_speexdsp.c", "_mask.c"))
     cfg = dst / "setup.cfg"
     cfg.write_text(re.sub(r"(?m)^version = .*$", f"version = {version}", cfg.read_text()))
 
 
 def _yaml(data: dict) -> str:
     return json.dumps(data)  # YAML is a superset of JSON
+
+
+def _netns_leftovers(*prefixes: str) -> list[str]:
+    """Namespaces and links on this machine whose names start with one of `prefixes`."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           timeout=15).stdout.split()
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           timeout=15).stdout.splitlines()
+    names += [ln.split(":")[1].strip().split("@")[0] for ln in links if ":" in ln]
+    return [n for n in names if n.startswith(prefixes)]
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="no `ip` command (Debian package iproute2)")
+def test_netns_probe_makes_a_whole_host_and_removes_it():
+    """can_make_netns() goes through every step a host's namespace takes (so a machine where
+    `ip netns add` works but the next steps do not is found out), and leaves nothing behind."""
+    ok, why = can_make_netns()
+    assert ok == (why == "")
+    if not ok:
+        assert why.startswith("`ip "), why  # which step, and what ip said
+    assert _netns_leftovers(f"easprobe{os.getpid()}", f"easpv{os.getpid()}") == []
+
+
+class ChrootFleet(Fleet):
+    """A fleet as in a chroot that is not a mount point: `ip netns add` and the veth work, but
+    `ip -n NS ...` (and `ip netns exec`) exit 255, their `mount --make-rslave /` refused."""
+
+    def netns_step(self, argv: list[str]) -> None:
+        if argv[:2] == ["ip", "-n"]:
+            raise NetnsUnusable(f"`{' '.join(argv)}` exited 255: \"mount --make-rslave /\" "
+                                "failed: Invalid argument")
+        super().netns_step(argv)
+
+
+def test_fleet_falls_back_to_loopback_when_a_namespace_step_fails(tmp_path):
+    """The namespace made for h1 (and its veth) is removed, the hosts are sshd on loopback ports,
+    `why_not_netns` names the step, and ssh reaches every host. (Where namespaces cannot be made
+    at all, `ip netns add` is the step that fails: the same fallback.)"""
+    f = ChrootFleet(tmp_path, count=2, use_netns=True)
+    f.start()
+    hosts = list(f.hosts)
+    try:
+        assert not f.use_netns
+        assert "exited" in f.why_not_netns and f.why_not_netns.startswith("`ip "), f.why_not_netns
+        assert [(h.name, h.address, h.netns) for h in f.hosts] == [
+            ("h1", "127.0.0.1", None), ("h2", "127.0.0.1", None)]
+        assert _netns_leftovers(f"{f._prefix}h", f"{f._prefix}v") == []
+        for h in f.hosts:
+            done = subprocess.run(
+                ["ssh", "-F", str(f.ssh_config), "-o", "BatchMode=yes", "-o",
+                 "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", h.name,
+                 "echo", "on", h.name], capture_output=True, text=True, timeout=60)
+            assert (done.returncode, done.stdout) == (0, f"on {h.name}\n"), done.stderr
+    finally:
+        f.stop()
+    assert [h.sshd.poll() is not None for h in hosts] == [True, True]  # stop() ended them
 
 
 @pytest.fixture
@@ -130,6 +186,9 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
     assert v1 != v2 and v2.startswith("0.1.0.post2-")
 
     hosts, per_host, configs = fleet.hosts, {}, {}
+    # The hosts' Python is the one running this suite, which `fab build` made the wheels for:
+    # their python3 may be another version (Debian 12's 3.11 when the suite runs under 3.13).
+    python = os.path.realpath(sys.executable)
     for h in hosts:
         control = 8089 if h.netns else free_port()  # each namespace has its own loopback
         esl = 8021 if h.netns else free_port()  # nothing listens: the daemon keeps retrying
@@ -139,7 +198,8 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
             f'[control]\nlisten = "127.0.0.1:{control}"\n'
             f'[playback]\nfiles_dir = "{h.base}/files"\n')
         per_host[h.name] = {"root": f"{h.base}/opt", "config_file": f"{h.base}/etc/config.toml",
-                            "run_dir": f"{h.base}/run", "config_source": str(configs[h.name])}
+                            "run_dir": f"{h.base}/run", "config_source": str(configs[h.name]),
+                            "python": python}
     settings = {"service": "pidfile", "user": "", "health_timeout": 20, "stop_timeout": 15,
                 "hosts": per_host}
     runtime = tmp_path / "fabric-test.yaml"

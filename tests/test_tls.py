@@ -16,7 +16,7 @@ from typing import Any
 
 import gevent
 import pytest
-from pki import PKIUnavailable, make_pki, openssl
+from pki import PKIUnavailable, make_intermediate, make_leaf, make_pki, openssl, server_extensions
 from websockets.asyncio.server import serve
 
 from esl_audio_stream.app.settings import SettingsError, StreamSettings, settings_from_variables
@@ -194,12 +194,40 @@ def test_from_channel_variables(pki: PKI) -> None:
     assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, False)
 
 
+@pytest.mark.parametrize("ca", ["SYSTEM", "file"])
+def test_verification_is_strict_on_every_interpreter(pki: PKI, ca: str) -> None:
+    """The flags Python 3.13's create_default_context() sets, set on 3.11 too."""
+    ctx = make_ssl_context(settings(tls_ca=pki.ca if ca == "file" else ca))
+    assert ctx.verify_flags & ssl.VERIFY_X509_STRICT
+    assert ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert not make_ssl_context(settings(tls_ca="NONE")).verify_flags & ssl.VERIFY_X509_STRICT
+
+
 # --------------------------------------------------------------------------- real handshakes
 
 
 def test_handshake_with_ca_file(pki: PKI, server: TLSServer) -> None:
     assert handshake(make_ssl_context(settings(tls_ca=pki.ca)), server.port) == b"hello"
     assert server.wait_result(1).ok
+
+
+def test_an_intermediate_ca_in_the_ca_file_is_enough(pki: PKI) -> None:
+    """VERIFY_X509_PARTIAL_CHAIN: a server certificate from an intermediate CA verifies against
+    a CA file holding that intermediate alone (not its root), on every interpreter."""
+    try:
+        intermediate = make_intermediate(pki.dir, "intermediate")
+        cert, key = make_leaf(pki.dir, "via-intermediate", "localhost",
+                              server_extensions("localhost", "127.0.0.1"), ca="intermediate")
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"openssl CLI failed: {exc.stderr.decode(errors='replace')[:300]}")
+    srv = TLSServer(replace(pki, server_cert=cert, server_key=key))
+    try:
+        assert handshake(make_ssl_context(settings(tls_ca=intermediate)), srv.port) == b"hello"
+        assert srv.wait_result(1).ok
+        with pytest.raises(ssl.SSLCertVerificationError):  # ... and it is still a CA check
+            handshake(make_ssl_context(settings(tls_ca=pki.other_ca)), srv.port)
+    finally:
+        srv.close()
 
 
 def test_system_store_rejects_our_private_ca(server: TLSServer) -> None:

@@ -108,6 +108,12 @@ def _build(settings: StreamSettings) -> ssl.SSLContext:
             raise SettingsError(
                 f"STREAM_TLS_CA_FILE: no usable PEM certificate in {ca} ({_why(exc)})"
             ) from None
+    if ca != "NONE":
+        # As Python 3.13's create_default_context() does, on every interpreter: a daemon on
+        # Debian 12 (3.11) verifies with the same flags as one on Debian 13 (3.13). STRICT
+        # refuses what RFC 5280 forbids (e.g. a CA certificate without keyUsage; the README says
+        # how to re-issue one); PARTIAL_CHAIN lets an intermediate in the CA file be the anchor.
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
     if not settings.tls_check_hostname:
         ctx.check_hostname = False  # verify_mode stays CERT_REQUIRED: the chain is still checked
     if settings.tls_cert and settings.tls_key:
