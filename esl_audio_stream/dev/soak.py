@@ -205,9 +205,13 @@ owner = "soak-{os.getpid()}"
 
 
 def _safe_get(pool, control: str) -> str:
+    return pool.apply(_get_or_nothing, (control, "/metrics"))
+
+
+def _get_or_nothing(control: str, path: str) -> str:
     try:
-        return pool.apply(_get, (control, "/metrics"))
-    except OSError:
+        return _get(control, path)
+    except OSError:  # not listening yet
         return ""
 
 
