@@ -30,6 +30,7 @@ import gevent.event
 from ..app import events
 from ..app.commands import CommandError, Start
 from ..app.settings import SettingsError, StreamSettings
+from ..app.tls import ssl_context_for
 from ..esl.connection import ESLError
 from ..media.align import READ as SIDE_READ
 from ..media.align import WRITE as SIDE_WRITE
@@ -39,8 +40,7 @@ from ..media.mix import FrameClock, Mixer
 from ..media.resample import make_resampler
 from ..media.unicast import UnicastEndpoint
 from ..ops.metrics import SAMPLE_MASK
-from ..ws.client import WSError
-from ..ws.tls import make_ssl_context
+from ..ws.errors import WSError
 from .link import Link
 from .player import Player
 from .taps import READ, WRITE, Tap, TapError
@@ -166,7 +166,7 @@ class Stream:
         cfg = self.config
         st = self.settings
         try:
-            ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
+            ssl_context = ssl_context_for(st) if self.url.startswith("wss:") else None
         except SettingsError as exc:  # unusable TLS files: libwsc's TLS_INIT_FAILED
             self._fire(events.ERROR, events.error_body(events.WS_TLS_INIT_FAILED, str(exc)))
             self._fail()
