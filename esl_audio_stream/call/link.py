@@ -61,6 +61,7 @@ RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 _STALL_POLL = 1.0  # while the peer takes nothing: wake this often to report drops
+_ENDING_POLL = 0.01
 
 
 class Connection(Protocol):
@@ -187,11 +188,8 @@ class Link:
         def on_close(code: int, reason: str) -> None:
             self._conn_closed(conn, code, reason)
 
-        def on_blocked() -> None:
-            self._conn_blocked(conn)
-
         conn = self._factory(self.url, on_text=self._on_text, on_binary=self._on_binary,
-                             on_close=on_close, on_blocked=on_blocked, **self._conn_args)
+                             on_close=on_close, on_blocked=self._conn_blocked, **self._conn_args)
         return conn
 
     def connect(self) -> None:
@@ -273,8 +271,9 @@ class Link:
 
     # -- what the connection tells ------------------------------------------------------------
 
-    def _conn_blocked(self, conn: Connection | None) -> None:
-        if conn is self.ws and self._state is LinkState.LIVE:
+    def _conn_blocked(self) -> None:
+        """on_blocked: only the connection in use can send while LIVE."""
+        if self._state is LinkState.LIVE:
             self._set_state(LinkState.BACKLOGGED)
             self._wake()
 
@@ -327,6 +326,9 @@ class Link:
                 return
             if self._state is not LinkState.BACKLOGGED:
                 return  # it died on a send
+            if not conn.congested:  # refused, yet not full: it is ending, and its on_close
+                gevent.sleep(_ENDING_POLL)  # is on the way (never spin without yielding)
+                continue
             conn.wait_writable(_STALL_POLL)  # ends it (a drop) after WRITE_STALL_TIMEOUT
             now = monotonic()
             if now >= self._next_report:  # still stalled: say what was lost so far
@@ -390,6 +392,8 @@ class Link:
         if conn is not None and conn.is_open:
             deadline = monotonic() + self._close_timeout
             while not self._push(conn) and conn.is_open:
+                if not conn.congested:  # refused, yet not full: it is ending
+                    break
                 left = deadline - monotonic()
                 if left <= 0:
                     log.warning("%s: endpoint not reading: %d bytes of audio not sent before "

@@ -232,7 +232,10 @@ class WebSocketConnection:
     def _send_failed(self, err: WSError) -> None:
         """A send found the socket dead (or a peer that takes nothing). The per-frame path runs
         on the hub, where nothing may block (ending the greenlets, the owner's on_close): there
-        the ending is a greenlet's job; the caller already sees the send refused."""
+        the ending is a greenlet's job (it ends itself: `_lost` is all it does); the caller
+        already sees the send refused."""
+        if self._state is _State.CLOSED:
+            return
         if gevent.getcurrent() is gevent.get_hub():
             gevent.spawn(self._lost, err, 1006, err.message)
         else:
@@ -404,25 +407,29 @@ class WebSocketConnection:
             self._finish(code, reason)
 
     def _finish(self, code: int, reason: str) -> None:
-        """End everything once: greenlets (except the caller), watcher, socket; then on_close."""
+        """End everything once, then on_close; nothing in between yields, so no other greenlet
+        can find the connection closed before its owner has been told."""
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        current = gevent.getcurrent()
-        # End the greenlets and the watcher before closing the socket: no wait may outlive the fd.
-        for glet in (self._reader, self._pinger):
-            if glet is not None and glet is not current and not glet.dead:
-                glet.kill(block=True, timeout=1.0)
         self.send_binary = self.send_text = _refuse
         if self._out is not None:
             self._out.close()  # its watcher goes; an owner waiting to write wakes
-        if self._sock is not None:
-            self._sock.close()
-        self._closed.set()
+        current = gevent.getcurrent()
+        ending = [glet for glet in (self._reader, self._pinger)
+                  if glet is not None and glet is not current and not glet.dead]
+        for glet in ending:
+            glet.kill(block=False)  # delivered before they can wait (or read) again
         try:
             self._on_close(code, reason)
         except Exception:
             log.exception("%s: on_close callback failed", self.url)
+        finally:
+            for glet in ending:  # gone before the socket closes: no wait may outlive the fd
+                glet.join(timeout=1.0)
+            if self._sock is not None:
+                self._sock.close()
+            self._closed.set()
 
     def __repr__(self) -> str:
         return f"WebSocketConnection({self.url!r}, {self._state.name.lower()})"

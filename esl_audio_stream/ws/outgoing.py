@@ -45,8 +45,12 @@ class Outgoing:
         raw = getattr(sock, "_sock", None)
         self._send: Callable[[Any], int] = raw.send if raw is not None and not secure \
             else sock.send
-        self._io: Any = gevent.get_hub().loop.io(sock.fileno(), 2)  # write readiness
-        self._writable = gevent.event.Event()
+        self._fd = sock.fileno()
+        #: Write readiness, made on the first wait (most connections never wait); None again
+        #: once closed.
+        self._io: Any = None
+        self._writable: gevent.event.Event | None = None
+        self._closed = False
         self._frame = frames.frame
         self._compress_binary = compress_binary
         self._on_blocked = on_blocked
@@ -140,23 +144,26 @@ class Outgoing:
     def wait_writable(self, timeout: float) -> bool:
         """Wait at most `timeout` for the kernel to take more; True when it will. A peer that
         took no byte for WRITE_STALL_TIMEOUT is gone: the connection ends (TIMEOUT), False."""
-        io = self._io
-        if io is None:
+        if self._closed:
             return False
         if not self._pending:
             return True
+        io, writable = self._io, self._writable
+        if io is None or writable is None:  # (made together)
+            io = self._io = gevent.get_hub().loop.io(self._fd, 2)
+            writable = self._writable = gevent.event.Event()
         stall_end = self._progress + WRITE_STALL_TIMEOUT
         left = stall_end - monotonic()
         ready = False
         if left > 0:
-            self._writable.clear()
-            io.start(self._writable.set)
+            writable.clear()
+            io.start(writable.set)
             try:
-                ready = self._writable.wait(min(timeout, left))
+                ready = writable.wait(min(timeout, left))
             finally:
                 if self._io is io:  # else close() has ended it
                     io.stop()
-        if self._io is None:
+        if self._closed:
             return False
         if not ready and monotonic() >= stall_end:
             msg = f"peer accepted no data for {WRITE_STALL_TIMEOUT:g} s"
@@ -166,7 +173,7 @@ class Outgoing:
 
     def drain(self, deadline: float) -> None:
         """Everything waiting to the kernel, waiting at most until `deadline` (closing)."""
-        while not self.flush() and self._io is not None:
+        while not self.flush() and not self._closed:
             left = deadline - monotonic()
             if left <= 0:
                 return
@@ -175,9 +182,11 @@ class Outgoing:
     def close(self) -> None:
         """The connection ended: before its socket closes, the watcher goes (no wait may outlive
         the fd) and an owner waiting to write wakes; what waited is let go."""
+        self._closed = True
         io, self._io = self._io, None
         if io is not None:
             io.stop()
             io.close()
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
         self._pending = bytearray()
