@@ -104,6 +104,9 @@ _QUEUEING = frozenset({_S.CONNECTING, _S.BACKLOGGED, _S.RECONNECTING})
 
 
 class Link:
+    """One stream's WebSocket for the whole call: connect(), send / send_text, then close() or
+    abort(). `send` is the per-frame path (an attribute, swapped with the state)."""
+
     def __init__(
         self,
         url: str,
