@@ -17,6 +17,8 @@ from collections.abc import Iterator
 class Backlog:
     """Messages in send order: audio as bytes, texts as str."""
 
+    __slots__ = ("_items", "_unreported", "audio_bytes", "dropped", "limit", "text_bytes")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit  # bytes of audio held at most
         self._items: deque[bytes | str] = deque()

@@ -51,6 +51,9 @@ def _compressor(bits: int) -> zlib._Compress:
 class FrameWriter:
     """One client connection's outgoing data frames: masked, and compressed where negotiated."""
 
+    __slots__ = ("_buf", "_compressor", "_mask_at", "_masks", "_ptr", "_view", "compress_bits",
+                 "compress_reset")
+
     def __init__(self) -> None:
         self._buf = bytearray()
         self._view = memoryview(self._buf)

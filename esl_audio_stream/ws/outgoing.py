@@ -37,6 +37,9 @@ _TEXT = FIN | OP_TEXT
 class Outgoing:
     """The sending side of one open connection; `close()` ends it (the connection's _finish)."""
 
+    __slots__ = ("_closed", "_compress_binary", "_fd", "_frame", "_io", "_on_blocked",
+                 "_on_error", "_pending", "_progress", "_send", "_writable", "last_out")
+
     def __init__(self, sock: gsocket.socket, *, secure: bool, frames: FrameWriter,
                  compress_binary: bool, on_blocked: Callable[[], None] | None,
                  on_error: Callable[[WSError], None]) -> None:
