@@ -71,12 +71,13 @@ def test_compressed_messages_inflate_with_zlib_and_keep_their_context() -> None:
     parser = FrameParser()
     messages = [bytes(640) * 5, b"hello " * 100, os.urandom(300), b""]
     for m in messages:
-        (frame,) = parser.feed(writer.frame(FIN | OP_BINARY, m, compress=True))
-        assert frame.opcode == OP_BINARY and frame.fin and frame.rsv1
-        assert inflate.decompress(bytes(frame.payload) + b"\x00\x00\xff\xff") == m
+        ((opcode, fin, rsv1, payload),) = parser.feed(
+            writer.frame(FIN | OP_BINARY, m, compress=True))
+        assert opcode == OP_BINARY and fin and rsv1
+        assert inflate.decompress(bytes(payload) + b"\x00\x00\xff\xff") == m
     # uncompressed when not asked, even with deflate negotiated (RSV1 clear)
-    (plain,) = parser.feed(writer.frame(FIN | OP_BINARY, b"raw", compress=False))
-    assert not plain.rsv1 and plain.payload == b"raw"
+    ((_, _, rsv1, payload),) = parser.feed(writer.frame(FIN | OP_BINARY, b"raw", compress=False))
+    assert not rsv1 and payload == b"raw"
 
 
 def test_no_context_takeover_starts_each_message_afresh() -> None:
@@ -84,9 +85,10 @@ def test_no_context_takeover_starts_each_message_afresh() -> None:
     writer.use_deflate(max_window_bits=9, no_context_takeover=True)
     parser = FrameParser()
     for _ in range(3):
-        (frame,) = parser.feed(writer.frame(FIN | OP_TEXT, b"same text" * 20, compress=True))
+        ((_, _, _, payload),) = parser.feed(
+            writer.frame(FIN | OP_TEXT, b"same text" * 20, compress=True))
         fresh = zlib.decompressobj(-9)  # a peer with no context: each message stands alone
-        assert fresh.decompress(bytes(frame.payload) + b"\x00\x00\xff\xff") == b"same text" * 20
+        assert fresh.decompress(bytes(payload) + b"\x00\x00\xff\xff") == b"same text" * 20
 
 
 def test_compressed_frames_read_back_by_wsproto_with_the_extension() -> None:
@@ -109,8 +111,9 @@ def test_parser_reads_any_split_of_the_stream() -> None:
         frames = []
         for at in range(0, len(stream), step):
             frames += parser.feed(stream[at:at + step])
-        assert [bytes(f.payload) for f in frames] == [*payloads, b"fin"]
-        assert [f.opcode for f in frames] == [OP_BINARY] * len(payloads) + [OP_TEXT]
+        assert [bytes(f[3]) for f in frames] == [*payloads, b"fin"]
+        assert [f[0] for f in frames] == [OP_BINARY] * len(payloads) + [OP_TEXT]
+        assert all(fin and not rsv1 for _, fin, rsv1, _ in frames)
 
 
 def test_parser_reads_unmasked_server_frames_too() -> None:
@@ -118,7 +121,7 @@ def test_parser_reads_unmasked_server_frames_too() -> None:
     wire = server_frame(OP_PING, b"p") + server_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
     wire += server_frame(OP_BINARY, bytes(70000))
     frames = parser.feed(wire)
-    assert [(f.opcode, bytes(f.payload)) for f in frames] == [
+    assert [(f[0], bytes(f[3])) for f in frames] == [
         (OP_PING, b"p"), (OP_CLOSE, b"\x03\xe8"), (OP_BINARY, bytes(70000))]
 
 
