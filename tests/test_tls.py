@@ -23,7 +23,8 @@ from websockets.asyncio.server import serve
 from esl_audio_stream.app.settings import SettingsError, StreamSettings, settings_from_variables
 from esl_audio_stream.app.tls import ssl_context_for
 from esl_audio_stream.ws.connection import WebSocketConnection
-from esl_audio_stream.ws.tls import clear_cache
+from esl_audio_stream.ws.errors import WSErrorCode
+from esl_audio_stream.ws.tls import TLSFileError, clear_cache, make_ssl_context
 
 
 @dataclass
@@ -384,3 +385,32 @@ def test_changed_file_rebuilds_and_missing_file_is_still_an_error(pki: PKI, tmp_
     path.unlink()
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CA_FILE: cannot read"):
         ssl_context_for(s)
+
+
+# --------------------------------------------------------------------------- the ws level
+
+
+def test_ws_level_errors_say_which_file_and_what_is_wrong(pki: PKI) -> None:
+    """ws/tls.py knows no settings: its error names the file's role; app/tls.py maps that role to
+    the STREAM_TLS_* variable (the messages above)."""
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="/nonexistent/ca.pem")
+    err = info.value
+    assert (err.which, err.code) == ("ca", WSErrorCode.TLS_INIT_FAILED)
+    assert err.message == "CA file: cannot read /nonexistent/ca.pem: No such file or directory"
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="NONE", cert=pki.junk, key=pki.client_key)
+    assert info.value.which == "cert"
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="NONE", cert=pki.client_cert, key=pki.other_key)
+    assert info.value.which == "key" and "does not match" in info.value.detail
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(cert=pki.client_cert)  # a certificate without its key
+    assert info.value.which == "key"
+
+
+def test_ws_level_context_from_plain_arguments(pki: PKI, server: TLSServer) -> None:
+    ctx = make_ssl_context(ca=pki.ca, check_hostname=False)
+    assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, False)
+    assert make_ssl_context(ca=pki.ca, check_hostname=False) is ctx  # shared
+    assert handshake(ctx, server.port, "any.name.example") == b"hello"
