@@ -296,23 +296,11 @@ class WebSocketConnection:
     def _dispatch(self) -> None:
         for event in self._ws.events():
             if isinstance(event, TextMessage):
-                if event.message_finished and not self._text_parts:
-                    self._deliver(self._on_text, event.data)
-                else:
-                    self._text_parts.append(event.data)
-                    if event.message_finished:
-                        text = "".join(self._text_parts)
-                        self._text_parts.clear()
-                        self._deliver(self._on_text, text)
+                self._assemble(self._text_parts, event.data, event.message_finished,
+                               self._on_text, "".join)
             elif isinstance(event, BytesMessage):
-                if event.message_finished and not self._bin_parts:
-                    self._deliver(self._on_binary, bytes(event.data))
-                else:
-                    self._bin_parts.append(bytes(event.data))
-                    if event.message_finished:
-                        data = b"".join(self._bin_parts)
-                        self._bin_parts.clear()
-                        self._deliver(self._on_binary, data)
+                self._assemble(self._bin_parts, bytes(event.data), event.message_finished,
+                               self._on_binary, b"".join)
             elif isinstance(event, Ping):
                 self._send_control(event.response())
             elif isinstance(event, Pong):
@@ -337,6 +325,18 @@ class WebSocketConnection:
             code = WSErrorCode.SERVER_MASKED if "mask" in reason.lower() else WSErrorCode.PROTOCOL
             self._send_control(CloseConnection(code=event.code, reason=reason[:120]))
             self._lost(WSError(code, reason), event.code, reason)
+
+    def _assemble(self, parts: list[Any], data: str | bytes, finished: bool,
+                  callback: Callable[[Any], None], join: Callable[[list[Any]], Any]) -> None:
+        """A message in one frame goes as it is; a fragmented one once its last part came."""
+        if finished and not parts:
+            self._deliver(callback, data)
+            return
+        parts.append(data)
+        if finished:
+            whole = join(parts)
+            parts.clear()
+            self._deliver(callback, whole)
 
     def _deliver(self, callback: Callable[[Any], None], data: str | bytes) -> None:
         try:
