@@ -159,6 +159,7 @@ class FrameParser:
         off, size = 0, len(buf)
         ptr = _mask_ffi.from_buffer(buf)  # released below: a bytearray cannot be resized
         mask = _mask_lib.eas_mask
+        limit = self.max_payload
         try:  # while exported
             while size - off >= 2:
                 b0 = buf[off]
@@ -175,8 +176,8 @@ class FrameParser:
                         break
                     n = int.from_bytes(buf[p:p + 8], "big")
                     p += 8
-                if n > self.max_payload:
-                    raise FrameError(f"a {n}-byte frame: more than {self.max_payload}")
+                if n > limit:
+                    raise FrameError(f"a {n}-byte frame: more than {limit}")
                 if b1 & 0x80:
                     if size < p + 4 + n:
                         break
@@ -186,7 +187,7 @@ class FrameParser:
                 elif size < p + n:
                     break
                 off = p + n
-                append((b0 & 0x0F, b0 >= FIN, b0 & RSV1 != 0, buf[p:off]))
+                append((b0 & 0x0F, b0 >= 0x80, b0 & 0x40 != 0, buf[p:off]))  # FIN, RSV1
         finally:
             _mask_ffi.release(ptr)
         if off:
