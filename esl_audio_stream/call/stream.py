@@ -23,10 +23,10 @@ from ..app import events
 from ..app.commands import CommandError, Start
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
+from ..app.tls import ssl_context_for
 from ..protocols.actions import Clear, Mark, Play, Refuse, Relay
 from ..protocols.mod_audio_stream import ModAudioStream
-from ..ws.client import WSError
-from ..ws.tls import make_ssl_context
+from ..ws.errors import WSError
 from .broadcast import BroadcastPlayer
 from .direct import DirectSource
 from .link import Link
@@ -110,7 +110,7 @@ class Stream(StreamReadings):
         (with everything already released) when the stream cannot start."""
         cfg, st = self.config, self.settings
         try:
-            ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
+            ssl_context = ssl_context_for(st) if self.url.startswith("wss:") else None
         except SettingsError as exc:  # unusable TLS files: libwsc's TLS_INIT_FAILED
             self._fire(events.ERROR, events.error_body(events.WS_TLS_INIT_FAILED, str(exc)))
             self._fail()
