@@ -18,8 +18,8 @@ every state; subscribers that must see every event of a call filter on it.
 from __future__ import annotations
 
 import enum
-import json
 
+from ..jsonfmt import compact as _compact
 from ..ws.errors import WSErrorCode
 
 CONNECT = "mod_audio_stream::connect"
@@ -65,7 +65,6 @@ CLOSE_REASONS = {
     1015: "TLS handshake failure",
 }
 
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def connect_body() -> str:

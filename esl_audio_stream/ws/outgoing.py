@@ -75,18 +75,7 @@ class Outgoing:
         of it kept); False: congested or failed (the connection ends): the caller still has it."""
         if self._pending:
             return False
-        wire = self._frame(_BINARY, data, self._compress_binary)
-        self.last_out = monotonic()
-        try:
-            sent = self._send(wire)  # non-blocking socket: never waits, never switches
-        except _WOULD_BLOCK:
-            sent = 0
-        except OSError as exc:
-            self._failed(exc)
-            return False
-        if sent != len(wire):
-            self._congest(wire[sent:])
-        return True
+        return self._put(self._frame(_BINARY, data, self._compress_binary), True)
 
     def send_text(self, text: str) -> bool:
         """One text message (compressed where negotiated); True/False as for send_binary."""
@@ -107,7 +96,7 @@ class Outgoing:
         if data:
             self.last_out = monotonic()
         try:
-            sent = self._send(wire)
+            sent = self._send(wire)  # non-blocking socket: never waits, never switches
         except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
