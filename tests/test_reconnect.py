@@ -42,6 +42,10 @@ def test_endpoint_killed_and_restarted_20_times_loses_nothing(esl, daemon, sim):
         for n in range(20):
             conn = peer.wait_connection(1, timeout=10)
             assert wait_until(lambda c=conn: len(c.binary) >= 5, 5)
+            # right after a frame arrived, so what is in flight is what a 20 ms gap holds
+            # (on a loaded machine a late kill would find more unread in the peer's socket)
+            seen = len(conn.binary)
+            assert wait_until(lambda c=conn, n=seen: len(c.binary) > n, 2, 0.001)
             peer.kill()  # a crash: no close frame
             gevent.sleep(0.15 + 0.05 * (n % 3))  # down for a while: audio waits in the backlog
             peer = WSPeer(port=port).start()

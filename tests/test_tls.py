@@ -200,10 +200,10 @@ def test_from_channel_variables(pki: PKI) -> None:
 @pytest.mark.parametrize("ca", ["SYSTEM", "file"])
 def test_verification_is_strict_on_every_interpreter(pki: PKI, ca: str) -> None:
     """The flags Python 3.13's create_default_context() sets, set on 3.11 too."""
-    ctx = make_ssl_context(settings(tls_ca=pki.ca if ca == "file" else ca))
+    ctx = ssl_context_for(settings(tls_ca=pki.ca if ca == "file" else ca))
     assert ctx.verify_flags & ssl.VERIFY_X509_STRICT
     assert ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
-    assert not make_ssl_context(settings(tls_ca="NONE")).verify_flags & ssl.VERIFY_X509_STRICT
+    assert not ssl_context_for(settings(tls_ca="NONE")).verify_flags & ssl.VERIFY_X509_STRICT
 
 
 # --------------------------------------------------------------------------- real handshakes
@@ -225,10 +225,10 @@ def test_an_intermediate_ca_in_the_ca_file_is_enough(pki: PKI) -> None:
         pytest.skip(f"openssl CLI failed: {exc.stderr.decode(errors='replace')[:300]}")
     srv = TLSServer(replace(pki, server_cert=cert, server_key=key))
     try:
-        assert handshake(make_ssl_context(settings(tls_ca=intermediate)), srv.port) == b"hello"
+        assert handshake(ssl_context_for(settings(tls_ca=intermediate)), srv.port) == b"hello"
         assert srv.wait_result(1).ok
         with pytest.raises(ssl.SSLCertVerificationError):  # ... and it is still a CA check
-            handshake(make_ssl_context(settings(tls_ca=pki.other_ca)), srv.port)
+            handshake(ssl_context_for(settings(tls_ca=pki.other_ca)), srv.port)
     finally:
         srv.close()
 
