@@ -11,14 +11,13 @@ import pytest
 from gevent.event import Event as Flag
 from gevent.server import StreamServer
 
-from esl_audio_stream.esl import (
-    CommandInjectionError,
+from esl_audio_stream.esl.connection import (
     ESLConnection,
     ESLDisconnected,
     ESLError,
     ESLTimeout,
-    Event,
 )
+from esl_audio_stream.esl.protocol import CommandInjectionError, Event
 
 PASSWORD = "s3cret-pw"
 WAIT = 5.0  # bound for every wait in these tests; nothing here should come close

@@ -36,14 +36,16 @@ def test_played_audio_comes_back_in_the_stream_without_a_gap(esl, daemon, peer, 
     uuid = originate(esl, ext="2000", rate=16000)  # echo: what is written comes back
     conn = start(daemon, peer, uuid)
     before = len(conn.binary)
+    sent_before = sim.channel(uuid).frames_sent
     peer.send_text(conn, stream_audio(tone(1000, 1.0, 16000), 16000, extra_field="kept"))
     assert wait_until(lambda: len(sim.channel(uuid).written) >= 32000, 3)
     gevent.sleep(0.3)
     heard = b"".join(conn.binary[before:])
     assert abs(dominant_frequency(heard, 16000) - 1000) <= 5
-    # the stream never stopped: one message per 20 ms all along
-    gaps = [b - a for a, b in zip(conn.times[before:], conn.times[before + 1:], strict=False)]
-    assert max(gaps) < 0.045, max(gaps)
+    # the stream never stopped while it played: every frame FreeSWITCH sent meanwhile reached
+    # the endpoint, one message each (counted, not timed: a loaded machine delays, not drops)
+    sent = sim.channel(uuid).frames_sent - sent_before
+    assert sent >= 60 and wait_until(lambda: len(conn.binary) - before >= sent - 2, 2)
     play = of(esl, uuid, events.PLAY)
     assert len(play) == 1 and play[0]["extra_field"] == "kept" and "audioData" not in play[0]
     assert play[0]["audioDataType"] == "raw" and play[0]["file"].endswith(f"{uuid}_0.r16")

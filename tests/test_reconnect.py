@@ -8,6 +8,7 @@ import json
 import gevent
 import pytest
 from conftest import wait_until
+from helpers.fakews import FakeConnection, Script
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
@@ -41,6 +42,10 @@ def test_endpoint_killed_and_restarted_20_times_loses_nothing(esl, daemon, sim):
         for n in range(20):
             conn = peer.wait_connection(1, timeout=10)
             assert wait_until(lambda c=conn: len(c.binary) >= 5, 5)
+            # right after a frame arrived, so what is in flight is what a 20 ms gap holds
+            # (on a loaded machine a late kill would find more unread in the peer's socket)
+            seen = len(conn.binary)
+            assert wait_until(lambda c=conn, n=seen: len(c.binary) > n, 2, 0.001)
             peer.kill()  # a crash: no close frame
             gevent.sleep(0.15 + 0.05 * (n % 3))  # down for a while: audio waits in the backlog
             peer = WSPeer(port=port).start()
@@ -152,41 +157,18 @@ def test_refused_reconnection_reports_http_status(esl, daemon):
     esl.api(f"uuid_kill {uuid}")
 
 
-class FakeWS:
-    """Stands in for a WebSocketClient: records what is sent; `congested` set by the test."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes | str] = []
-        self.congested = False
-        self.drained = gevent.event.Event()
-        self.drained.set()
-        self.is_open = True
-
-    def send_binary(self, data: bytes) -> bool:
-        self.sent.append(data)
-        return True
-
-    def send_text(self, text: str) -> bool:
-        self.sent.append(text)
-        return True
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        self.is_open = False
-
-    def abort(self) -> None:
-        self.is_open = False
-
-
 @pytest.fixture
 def link():
+    ws = FakeConnection()
+    script = Script(ws)
     fired: list[tuple[str, dict]] = []
     lk = Link("ws://x/", uuid="u", fire=lambda sub, body: fired.append((sub, json.loads(body))),
               on_text=print, on_binary=print, on_gone=lambda c, r: None, metadata="M",
-              reconnect=True, backlog_bytes=10 * 320)
+              reconnect=True, backlog_bytes=10 * 320, connection_factory=script)
     lk.fired = fired
-    ws = FakeWS()
-    lk.ws = ws
-    lk._flush_now(ws)
+    lk.script = script
+    lk.connect()
+    ws.sent.clear()  # (the metadata: what follows is about the audio)
     yield lk, ws
     lk.abort()
 
@@ -212,29 +194,21 @@ def test_backpressure_queues_in_order_and_drops_oldest(link):
     assert sub == events.ERROR and body["message"]["dropped"] == 20
 
 
-def test_reconnection_sends_metadata_then_backlog_then_live(link, monkeypatch):
+def test_reconnection_sends_metadata_then_backlog_then_live(link):
     lk, _ws = link
-    lk._closed(1006, "gone")  # the connection drops
+    _ws.drop(1006, "gone")  # the connection drops
     assert lk.fired[-1][0] == events.DISCONNECT
     frames = [bytes([n]) * 320 for n in range(5)]
     for f in frames[:3]:
         lk.send(f)
     lk.send_text("while away")
-    new = FakeWS()
-    monkeypatch.setattr(lk, "_client", lambda: _Connected(new))
+    new = FakeConnection()
+    lk.script.queue.append(new)  # what the reconnection will get
     assert wait_until(lambda: lk.reconnects == 1, 3)
     for f in frames[3:]:
         lk.send(f)
     assert new.sent == ["M", *frames[:3], "while away", *frames[3:]]
     assert lk.reconnects == 1 and lk.fired[-1][0] == events.CONNECT
-
-
-class _Connected(FakeWS):
-    def __init__(self, inner: FakeWS) -> None:
-        self.__dict__ = inner.__dict__  # the same recorder, with connect()
-
-    def connect(self) -> None:
-        pass
 
 
 def test_stop_while_the_endpoint_lags_sends_the_backlog_before_the_close(esl, daemon, sim):
@@ -251,14 +225,13 @@ def test_stop_while_the_endpoint_lags_sends_the_backlog_before_the_close(esl, da
         gevent.sleep(0.3)
         waiting = len(link._backlog)
         assert waiting >= 10
-        ws = link.ws
-        ws.congested = True  # ... and the kernel buffer is full for another 0.2 s
-        ws.drained.clear()
+        # ... and the endpoint reads nothing for another 0.2 s
+        transport = conn.ws.transport
+        peer._loop.call_soon_threadsafe(transport.pause_reading)
 
         def drains() -> None:
             gevent.sleep(0.2)
-            ws.congested = False
-            ws.drained.set()
+            peer._loop.call_soon_threadsafe(transport.resume_reading)
 
         gevent.spawn(drains)
         at_stop = len(sim.channel(uuid).sent_audio)

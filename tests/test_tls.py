@@ -1,6 +1,7 @@
-"""make_ssl_context against real certificates made by the openssl CLI at test time, checked with
-real TLS handshakes against an `ssl` server on 127.0.0.1 (in a thread) that can demand a client
-certificate, and once through WebSocketClient to a `websockets` wss server."""
+"""ssl_context_for (app/tls.py over ws/tls.py) against real certificates made by the openssl CLI
+at test time, checked with real TLS handshakes against an `ssl` server on 127.0.0.1 (in a thread)
+that can demand a client certificate, and once through WebSocketConnection to a `websockets` wss
+server."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from pki import PKIUnavailable, make_intermediate, make_leaf, make_pki, openssl,
 from websockets.asyncio.server import serve
 
 from esl_audio_stream.app.settings import SettingsError, StreamSettings, settings_from_variables
-from esl_audio_stream.ws.client import WebSocketClient
-from esl_audio_stream.ws.tls import clear_cache, make_ssl_context
+from esl_audio_stream.app.tls import ssl_context_for
+from esl_audio_stream.ws.connection import WebSocketConnection
+from esl_audio_stream.ws.errors import WSErrorCode
+from esl_audio_stream.ws.tls import TLSFileError, clear_cache, make_ssl_context
 
 
 @dataclass
@@ -154,7 +157,7 @@ def settings(**kw: Any) -> StreamSettings:
 
 
 def test_system_default_verifies_chain_and_hostname() -> None:
-    ctx = make_ssl_context(StreamSettings())
+    ctx = ssl_context_for(StreamSettings())
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.check_hostname is True
     system_bundle = ssl.get_default_verify_paths().cafile
@@ -163,13 +166,13 @@ def test_system_default_verifies_chain_and_hostname() -> None:
 
 
 def test_none_verifies_nothing() -> None:
-    ctx = make_ssl_context(settings(tls_ca="NONE"))
+    ctx = ssl_context_for(settings(tls_ca="NONE"))
     assert ctx.verify_mode == ssl.CERT_NONE
     assert ctx.check_hostname is False
 
 
 def test_ca_file_loaded(pki: PKI) -> None:
-    ctx = make_ssl_context(settings(tls_ca=pki.ca))
+    ctx = ssl_context_for(settings(tls_ca=pki.ca))
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.check_hostname is True
     assert ctx.cert_store_stats()["x509_ca"] == 1
@@ -178,7 +181,7 @@ def test_ca_file_loaded(pki: PKI) -> None:
 
 
 def test_hostname_check_off_still_verifies_the_chain(pki: PKI) -> None:
-    ctx = make_ssl_context(settings(tls_ca=pki.ca, tls_check_hostname=False))
+    ctx = ssl_context_for(settings(tls_ca=pki.ca, tls_check_hostname=False))
     assert ctx.check_hostname is False
     assert ctx.verify_mode == ssl.CERT_REQUIRED
 
@@ -190,24 +193,24 @@ def test_from_channel_variables(pki: PKI) -> None:
         "STREAM_TLS_KEY_FILE": pki.client_key,
         "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION": "true",
     })
-    ctx = make_ssl_context(s)
+    ctx = ssl_context_for(s)
     assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, False)
 
 
 @pytest.mark.parametrize("ca", ["SYSTEM", "file"])
 def test_verification_is_strict_on_every_interpreter(pki: PKI, ca: str) -> None:
     """The flags Python 3.13's create_default_context() sets, set on 3.11 too."""
-    ctx = make_ssl_context(settings(tls_ca=pki.ca if ca == "file" else ca))
+    ctx = ssl_context_for(settings(tls_ca=pki.ca if ca == "file" else ca))
     assert ctx.verify_flags & ssl.VERIFY_X509_STRICT
     assert ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
-    assert not make_ssl_context(settings(tls_ca="NONE")).verify_flags & ssl.VERIFY_X509_STRICT
+    assert not ssl_context_for(settings(tls_ca="NONE")).verify_flags & ssl.VERIFY_X509_STRICT
 
 
 # --------------------------------------------------------------------------- real handshakes
 
 
 def test_handshake_with_ca_file(pki: PKI, server: TLSServer) -> None:
-    assert handshake(make_ssl_context(settings(tls_ca=pki.ca)), server.port) == b"hello"
+    assert handshake(ssl_context_for(settings(tls_ca=pki.ca)), server.port) == b"hello"
     assert server.wait_result(1).ok
 
 
@@ -222,42 +225,42 @@ def test_an_intermediate_ca_in_the_ca_file_is_enough(pki: PKI) -> None:
         pytest.skip(f"openssl CLI failed: {exc.stderr.decode(errors='replace')[:300]}")
     srv = TLSServer(replace(pki, server_cert=cert, server_key=key))
     try:
-        assert handshake(make_ssl_context(settings(tls_ca=intermediate)), srv.port) == b"hello"
+        assert handshake(ssl_context_for(settings(tls_ca=intermediate)), srv.port) == b"hello"
         assert srv.wait_result(1).ok
         with pytest.raises(ssl.SSLCertVerificationError):  # ... and it is still a CA check
-            handshake(make_ssl_context(settings(tls_ca=pki.other_ca)), srv.port)
+            handshake(ssl_context_for(settings(tls_ca=pki.other_ca)), srv.port)
     finally:
         srv.close()
 
 
 def test_system_store_rejects_our_private_ca(server: TLSServer) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        handshake(make_ssl_context(StreamSettings()), server.port)
+        handshake(ssl_context_for(StreamSettings()), server.port)
 
 
 def test_wrong_ca_rejects(pki: PKI, server: TLSServer) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        handshake(make_ssl_context(settings(tls_ca=pki.other_ca)), server.port)
+        handshake(ssl_context_for(settings(tls_ca=pki.other_ca)), server.port)
 
 
 def test_none_accepts_an_untrusted_server_under_any_name(server: TLSServer) -> None:
-    ctx = make_ssl_context(settings(tls_ca="NONE"))
+    ctx = ssl_context_for(settings(tls_ca="NONE"))
     assert handshake(ctx, server.port, hostname="not-the-name.example") == b"hello"
 
 
 def test_wrong_hostname_rejected_unless_validation_disabled(pki: PKI, server: TLSServer) -> None:
     with pytest.raises(ssl.SSLCertVerificationError, match="match"):
-        handshake(make_ssl_context(settings(tls_ca=pki.ca)), server.port, "wrong.example")
-    lax = make_ssl_context(settings(tls_ca=pki.ca, tls_check_hostname=False))
+        handshake(ssl_context_for(settings(tls_ca=pki.ca)), server.port, "wrong.example")
+    lax = ssl_context_for(settings(tls_ca=pki.ca, tls_check_hostname=False))
     assert handshake(lax, server.port, "wrong.example") == b"hello"
     # ... but only the name is skipped: an untrusted chain still fails.
-    lax_wrong_ca = make_ssl_context(settings(tls_ca=pki.other_ca, tls_check_hostname=False))
+    lax_wrong_ca = ssl_context_for(settings(tls_ca=pki.other_ca, tls_check_hostname=False))
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(lax_wrong_ca, server.port, "wrong.example")
 
 
 def test_client_certificate_presented(pki: PKI, mtls_server: TLSServer) -> None:
-    ctx = make_ssl_context(
+    ctx = ssl_context_for(
         settings(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
     )
     assert handshake(ctx, mtls_server.port) == b"hello"
@@ -267,7 +270,7 @@ def test_client_certificate_presented(pki: PKI, mtls_server: TLSServer) -> None:
 
 def test_no_client_certificate_refused_by_mtls_server(pki: PKI, mtls_server: TLSServer) -> None:
     with pytest.raises((ssl.SSLError, OSError)):
-        handshake(make_ssl_context(settings(tls_ca=pki.ca)), mtls_server.port)
+        handshake(ssl_context_for(settings(tls_ca=pki.ca)), mtls_server.port)
     result = mtls_server.wait_result(1)
     assert not result.ok and "certificate" in result.error.lower()
 
@@ -308,9 +311,9 @@ def test_websocket_client_uses_the_context(pki: PKI) -> None:
             "STREAM_EXTRA_HEADERS": '{"X-Tenant": "acme"}',
         })
         texts: list[str] = []
-        client = WebSocketClient(
+        client = WebSocketConnection(
             f"wss://localhost:{state['port']}/", on_text=texts.append, on_binary=lambda b: None,
-            on_close=lambda c, r: None, headers=s.extra_headers, ssl_context=make_ssl_context(s),
+            on_close=lambda c, r: None, headers=s.extra_headers, ssl_context=ssl_context_for(s),
         )
         client.connect()
         with gevent.Timeout(5, AssertionError("no text from the wss server")):
@@ -329,7 +332,7 @@ def test_websocket_client_uses_the_context(pki: PKI) -> None:
 
 def test_missing_ca_file() -> None:
     with pytest.raises(SettingsError) as info:
-        make_ssl_context(settings(tls_ca="/nonexistent/ca.pem"))
+        ssl_context_for(settings(tls_ca="/nonexistent/ca.pem"))
     assert str(info.value) == (
         "STREAM_TLS_CA_FILE: cannot read /nonexistent/ca.pem: No such file or directory"
     )
@@ -337,12 +340,12 @@ def test_missing_ca_file() -> None:
 
 def test_ca_file_that_is_not_pem(pki: PKI) -> None:
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CA_FILE: no usable PEM certificate in "):
-        make_ssl_context(settings(tls_ca=pki.junk))
+        ssl_context_for(settings(tls_ca=pki.junk))
 
 
 def test_ca_file_that_is_a_directory(pki: PKI) -> None:
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CA_FILE: cannot read .*: Is a directory"):
-        make_ssl_context(settings(tls_ca=str(pki.dir)))
+        ssl_context_for(settings(tls_ca=str(pki.dir)))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -351,35 +354,35 @@ def test_unreadable_ca_file(pki: PKI, tmp_path: Path) -> None:
     path.write_bytes(Path(pki.ca).read_bytes())
     path.chmod(0)
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CA_FILE: cannot read .*: Permission"):
-        make_ssl_context(settings(tls_ca=str(path)))
+        ssl_context_for(settings(tls_ca=str(path)))
 
 
 def test_missing_client_cert_and_key(pki: PKI) -> None:
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CERT_FILE: cannot read /nope\.pem: No"):
-        make_ssl_context(settings(tls_ca=pki.ca, tls_cert="/nope.pem", tls_key=pki.client_key))
+        ssl_context_for(settings(tls_ca=pki.ca, tls_cert="/nope.pem", tls_key=pki.client_key))
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_KEY_FILE: cannot read /nope\.key: No"):
-        make_ssl_context(settings(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key="/nope.key"))
+        ssl_context_for(settings(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key="/nope.key"))
 
 
 def test_only_one_of_cert_and_key(pki: PKI) -> None:
     with pytest.raises(SettingsError, match="STREAM_TLS_KEY_FILE is not: give both or neither"):
-        make_ssl_context(settings(tls_cert=pki.client_cert))
+        ssl_context_for(settings(tls_cert=pki.client_cert))
     with pytest.raises(SettingsError, match="STREAM_TLS_CERT_FILE is not: give both or neither"):
-        make_ssl_context(settings(tls_key=pki.client_key))
+        ssl_context_for(settings(tls_key=pki.client_key))
 
 
 def test_bad_client_cert_and_key_contents(pki: PKI) -> None:
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CERT_FILE: no usable PEM certificate"):
-        make_ssl_context(settings(tls_cert=pki.junk, tls_key=pki.client_key, tls_ca="NONE"))
+        ssl_context_for(settings(tls_cert=pki.junk, tls_key=pki.client_key, tls_ca="NONE"))
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_KEY_FILE: no usable PEM private key"):
-        make_ssl_context(settings(tls_cert=pki.client_cert, tls_key=pki.junk, tls_ca="NONE"))
+        ssl_context_for(settings(tls_cert=pki.client_cert, tls_key=pki.junk, tls_ca="NONE"))
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_KEY_FILE: the key in .* does not match"):
-        make_ssl_context(settings(tls_cert=pki.client_cert, tls_key=pki.other_key, tls_ca="NONE"))
+        ssl_context_for(settings(tls_cert=pki.client_cert, tls_key=pki.other_key, tls_ca="NONE"))
 
 
 def test_encrypted_key_refused_without_prompting(pki: PKI) -> None:
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_KEY_FILE: the key in .* is encrypted"):
-        make_ssl_context(
+        ssl_context_for(
             settings(tls_cert=pki.client_cert, tls_key=pki.encrypted_key, tls_ca="NONE")
         )
 
@@ -389,24 +392,53 @@ def test_encrypted_key_refused_without_prompting(pki: PKI) -> None:
 
 def test_same_settings_share_one_context(pki: PKI) -> None:
     s = settings(tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key)
-    first = make_ssl_context(s)
-    assert make_ssl_context(s) is first
-    assert make_ssl_context(settings(tls_ca=pki.ca)) is not first
-    assert make_ssl_context(replace(s, tls_check_hostname=False)) is not first
+    first = ssl_context_for(s)
+    assert ssl_context_for(s) is first
+    assert ssl_context_for(settings(tls_ca=pki.ca)) is not first
+    assert ssl_context_for(replace(s, tls_check_hostname=False)) is not first
 
 
 def test_changed_file_rebuilds_and_missing_file_is_still_an_error(pki: PKI, tmp_path: Path) -> None:
     path = tmp_path / "bundle.pem"
     path.write_bytes(Path(pki.other_ca).read_bytes())
     s = settings(tls_ca=str(path))
-    first = make_ssl_context(s)
+    first = ssl_context_for(s)
     assert [c["subject"][0][0][1] for c in first.get_ca_certs()] == [
         "esl-audio-stream test other-ca"
     ]
     path.write_bytes(Path(pki.other_ca).read_bytes() + Path(pki.ca).read_bytes())  # rotated
-    second = make_ssl_context(s)
+    second = ssl_context_for(s)
     assert second is not first
     assert second.cert_store_stats()["x509_ca"] == 2
     path.unlink()
     with pytest.raises(SettingsError, match=r"^STREAM_TLS_CA_FILE: cannot read"):
-        make_ssl_context(s)
+        ssl_context_for(s)
+
+
+# --------------------------------------------------------------------------- the ws level
+
+
+def test_ws_level_errors_say_which_file_and_what_is_wrong(pki: PKI) -> None:
+    """ws/tls.py knows no settings: its error names the file's role; app/tls.py maps that role to
+    the STREAM_TLS_* variable (the messages above)."""
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="/nonexistent/ca.pem")
+    err = info.value
+    assert (err.which, err.code) == ("ca", WSErrorCode.TLS_INIT_FAILED)
+    assert err.message == "CA file: cannot read /nonexistent/ca.pem: No such file or directory"
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="NONE", cert=pki.junk, key=pki.client_key)
+    assert info.value.which == "cert"
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(ca="NONE", cert=pki.client_cert, key=pki.other_key)
+    assert info.value.which == "key" and "does not match" in info.value.detail
+    with pytest.raises(TLSFileError) as info:
+        make_ssl_context(cert=pki.client_cert)  # a certificate without its key
+    assert info.value.which == "key"
+
+
+def test_ws_level_context_from_plain_arguments(pki: PKI, server: TLSServer) -> None:
+    ctx = make_ssl_context(ca=pki.ca, check_hostname=False)
+    assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, False)
+    assert make_ssl_context(ca=pki.ca, check_hostname=False) is ctx  # shared
+    assert handshake(ctx, server.port, "any.name.example") == b"hello"

@@ -1,4 +1,4 @@
-"""WebSocketClient against real servers on 127.0.0.1: a `websockets` asyncio server in a thread,
+"""WebSocketConnection against real servers on 127.0.0.1: a `websockets` asyncio server in a thread,
 a `websockets` server in a subprocess (to kill it), and raw sockets for misbehaving peers."""
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from websockets.asyncio.server import serve
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from esl_audio_stream.ws.client import WebSocketClient, WSError, WSErrorCode, parse_ws_url
+from esl_audio_stream.call.link import Link
+from esl_audio_stream.ws import outgoing
+from esl_audio_stream.ws.connection import WebSocketConnection
+from esl_audio_stream.ws.errors import WSError, WSErrorCode
+from esl_audio_stream.ws.url import parse_ws_url
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 5.0) -> None:
@@ -122,8 +126,8 @@ class Recorder:
         self.binaries: list[bytes] = []
         self.closes: list[tuple[int, str]] = []
 
-    def client(self, url: str, **kwargs: Any) -> WebSocketClient:
-        return WebSocketClient(
+    def client(self, url: str, **kwargs: Any) -> WebSocketConnection:
+        return WebSocketConnection(
             url,
             on_text=self.texts.append,
             on_binary=self.binaries.append,
@@ -132,9 +136,9 @@ class Recorder:
         )
 
 
-def assert_ended(client: WebSocketClient) -> None:
+def assert_ended(client: WebSocketConnection) -> None:
     gevent.sleep(0)  # let killed greenlets unwind
-    for glet in (client._reader, client._writer, client._pinger):
+    for glet in (client._reader, client._pinger):  # (its only greenlets)
         assert glet is None or glet.dead
     assert client._sock is None or client._sock.closed
 
@@ -183,26 +187,30 @@ def test_binary_and_text_exact_bytes_and_order(server: Server) -> None:
     assert_ended(client)
 
 
-def test_order_kept_through_the_writer_when_the_kernel_buffer_fills(server: Server) -> None:
-    rec = Recorder()
-    client = rec.client(server.url, deflate=False, max_send_buffer=64 << 20)
+def test_order_kept_through_the_backlog_when_the_kernel_buffer_fills(server: Server) -> None:
+    """What the kernel does not take waits in the one queue before the connection (a Link's
+    backlog), in order with the texts."""
+    client = Link(server.url, uuid="t", fire=lambda sub, body: None, on_text=print,
+                  on_binary=print, on_gone=lambda code, reason: None, metadata=None,
+                  reconnect=False, backlog_bytes=64 << 20, deflate=False)
     client.connect()
+    conn = client.ws
     assert client.send_text("stall:0.5")
     sent: list[tuple[str, Any]] = [("text", "stall:0.5")]
     went_through_writer = False
     for i in range(300):  # ~20 MB without yielding: the kernel cannot take it all at once
         payload = i.to_bytes(4, "big") + os.urandom(65536)
-        assert client.send_binary(payload)
+        assert client.send(payload)
         sent.append(("binary", payload))
         assert client.send_text(f"after {i}")
         sent.append(("text", f"after {i}"))
-        went_through_writer = went_through_writer or client.buffered > 0
+        went_through_writer = went_through_writer or client._backlog.buffered > 0
     assert went_through_writer
     wait_until(lambda: len(server.received) == len(sent), 20)
     assert server.received == sent
-    assert client.dropped == 0
+    assert client.dropped_total == 0
     client.close()
-    assert_ended(client)
+    assert_ended(conn)
 
 
 def test_receives_text_and_binary(server: Server) -> None:
@@ -248,8 +256,8 @@ def test_audio_is_sent_uncompressed_unless_asked(server: Server) -> None:
     wait_until(lambda: len(server.received) >= 20)
     assert server.received == [("binary", audio)] * 20
     # what goes on the wire (framing advances the compressor: nothing is sent after this)
-    wire_plain = plain._frame(0x82, audio, plain._compress_binary)
-    wire_packed = packed._frame(0x82, audio, packed._compress_binary)
+    wire_plain = plain._frames.frame(0x82, audio, plain._compress_binary)
+    wire_packed = packed._frames.frame(0x82, audio, packed._compress_binary)
     assert wire_plain[0] == 0x82 and len(wire_plain) == 2 + 2 + 4 + 640  # no RSV1, full size
     assert wire_packed[0] == 0x82 | 0x40 and len(wire_packed) < 100  # RSV1, compressed
     plain.close()
@@ -308,8 +316,8 @@ def test_client_close_handshake(server: Server) -> None:
 
 def test_close_from_inside_a_callback(server: Server) -> None:
     closes: list[tuple[int, str]] = []
-    holder: list[WebSocketClient] = []
-    client = WebSocketClient(
+    holder: list[WebSocketConnection] = []
+    client = WebSocketConnection(
         server.url,
         on_text=lambda text: holder[0].close(1000, text),
         on_binary=lambda data: None,
@@ -469,27 +477,43 @@ def test_missing_pong_is_a_ping_timeout() -> None:
         raw.close()
 
 
-def test_send_buffer_overflow_drops_whole_messages() -> None:
-    raw = RawServer()  # never reads: the kernel buffers fill, then ours
+def test_overflow_drops_the_oldest_whole_messages_never_texts() -> None:
+    """A peer that never reads: the kernel fills, the rest of one frame waits in the connection,
+    everything else in the link's backlog, whose bound drops the OLDEST audio messages, whole
+    and counted. Texts are never dropped; dropping is not a disconnect. (The connection itself
+    holds no queue of messages: it refuses them while congested.)"""
+    raw = RawServer()  # never reads: the kernel buffers fill, then the backlog
     try:
-        rec = Recorder()
-        client = rec.client(f"ws://127.0.0.1:{raw.port}/", deflate=False, max_send_buffer=1 << 20)
-        client.connect()
-        chunk = os.urandom(256 * 1024)
-        accepted = 0
-        for _ in range(2000):
-            if not client.send_binary(chunk):
-                break
-            accepted += 1
-            gevent.sleep(0)  # let the writer push what the kernel takes
-        assert client.dropped == 1
-        assert client.buffered <= (1 << 20) + len(chunk) + 14
-        assert not client.send_text("x" * len(chunk))
-        assert client.dropped == 2
-        assert client.is_open  # dropping is not a disconnect
-        client.abort()
-        assert rec.closes == [(1006, "aborted")]
-        assert accepted > 0
+        closes: list[tuple[int, str]] = []
+        link = Link(f"ws://127.0.0.1:{raw.port}/", uuid="t", fire=lambda sub, body: None,
+                    on_text=print, on_binary=print,
+                    on_gone=lambda code, reason: closes.append((code, reason)), metadata=None,
+                    reconnect=False, backlog_bytes=1 << 20, deflate=False)
+        link.connect()
+        conn = link.ws
+        size = 256 * 1024
+        n = 0
+        while link.dropped_total == 0 and n < 2000:
+            assert link.send(n.to_bytes(4, "big") + bytes(size - 4))
+            n += 1
+            gevent.sleep(0)  # let the link's worker push what the kernel takes
+        assert link.dropped_total == 1
+        assert not conn.send_binary(b"x") and conn.congested  # the connection queues nothing
+        assert conn.buffered <= size + 14
+        assert link.send_text("T")
+        for _ in range(8):
+            assert link.send(n.to_bytes(4, "big") + bytes(size - 4))
+            n += 1
+        held = list(link._backlog)
+        assert link._backlog.audio_bytes == 1 << 20  # the bound: 4 messages
+        assert link.dropped_total == 1 + 8  # each message beyond it dropped one, whole
+        assert held[0] == "T"  # older than all the audio held now, and kept
+        seqs = [int.from_bytes(m[:4], "big") for m in held[1:]]
+        assert seqs == list(range(n - 4, n))  # the newest, whole, in order
+        assert link.is_open and conn.is_open  # dropping is not a disconnect
+        link.abort()
+        assert not conn.is_open and closes == []  # an abort is not the endpoint going
+        assert_ended(conn)
     finally:
         raw.close()
 
@@ -620,7 +644,7 @@ def test_errors_carry_code_message_status() -> None:
     assert (err.code, err.message, err.http_status) == (2, "refused", 401)
     assert "refused" in str(err)
     with contextlib.suppress(ValueError):
-        WebSocketClient("http://nope", on_text=print, on_binary=print, on_close=print)
+        WebSocketConnection("http://nope", on_text=print, on_binary=print, on_close=print)
         pytest.fail("http:// accepted")
 
 
@@ -645,8 +669,8 @@ def test_close_from_a_callback_is_bounded_too() -> None:
     raw = RawServer(after=greet)
     try:
         closes: list[tuple[int, str]] = []
-        holder: list[WebSocketClient] = []
-        client = WebSocketClient(
+        holder: list[WebSocketConnection] = []
+        client = WebSocketConnection(
             f"ws://127.0.0.1:{raw.port}/",
             on_text=lambda text: holder[0].close(4002, text),
             on_binary=lambda data: None,
@@ -663,17 +687,22 @@ def test_close_from_a_callback_is_bounded_too() -> None:
 
 
 def test_stalled_peer_ends_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    from esl_audio_stream.ws import client as client_module
-
-    monkeypatch.setattr(client_module, "WRITE_STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(outgoing, "WRITE_STALL_TIMEOUT", 0.3)
     raw = RawServer()  # never reads
     try:
         rec = Recorder()
-        client = rec.client(f"ws://127.0.0.1:{raw.port}/", deflate=False, max_send_buffer=8 << 20)
+        client = rec.client(f"ws://127.0.0.1:{raw.port}/", deflate=False)
         client.connect()
         chunk = os.urandom(256 * 1024)
-        while client.buffered == 0:  # until the kernel refuses and the writer takes over
+        while client.buffered == 0:  # until the kernel refuses and the rest of a frame waits
             assert client.send_binary(chunk)
+
+        def owner() -> None:  # as a Link does: wait for the socket to drain, bounded
+            while client.is_open:
+                client.wait_writable(1.0)
+                client.flush()
+
+        gevent.spawn(owner)
         wait_until(lambda: rec.closes, 5)
         assert rec.closes[0][0] == 1006
         assert client.last_error is not None and client.last_error.code == WSErrorCode.TIMEOUT
@@ -708,7 +737,7 @@ def test_deflate_parameters_chosen_by_the_server_are_honoured() -> None:
         client = rec.client(srv.url)
         client.connect()
         assert client.deflate_negotiated
-        assert client._compress_reset and client._compress_bits == 10
+        assert client._frames.compress_reset and client._frames.compress_bits == 10
         messages = [bytes(640), os.urandom(640), b"a" * 5000, b""]
         for m in messages:
             assert client.send_binary(m)

@@ -42,7 +42,7 @@ from wspeer import WSPeer
 
 from esl_audio_stream.app import events
 from esl_audio_stream.media.unicast import PortPool
-from esl_audio_stream.ws.client import SEND_BUFFER
+from esl_audio_stream.ws.handshake import SEND_BUFFER
 from esl_audio_stream.ws.tls import clear_cache
 
 OK = "+OK Success\n"
@@ -663,7 +663,7 @@ def test_slow_endpoint_is_bounded_and_does_not_hold_up_another_call(esl, daemon,
     reports it once the endpoint reads again. A second call to a healthy endpoint keeps its
     50 messages/s throughout.
 
-    The client fixes its socket's SO_SNDBUF (ws/client.py SEND_BUFFER; Linux doubles it), so the
+    The client fixes its socket's SO_SNDBUF (ws/handshake.py SEND_BUFFER; Linux doubles it), so the
     kernel holds ~128 kB and the backlog is reached in about a second; left to autotuning it
     would grow to tcp_wmem's maximum (4 MB: 20 s of this stream) first."""
     subscribe(esl)
@@ -685,7 +685,7 @@ def test_slow_endpoint_is_bounded_and_does_not_hold_up_another_call(esl, daemon,
         peak = {"backlog": 0, "buffered": 0, "items": 0, "kernel": 0}
 
         def sample() -> bool:
-            peak["backlog"] = max(peak["backlog"], link._backlog_audio)
+            peak["backlog"] = max(peak["backlog"], link._backlog.audio_bytes)
             peak["buffered"] = max(peak["buffered"], ws.buffered)
             peak["items"] = max(peak["items"], len(link._backlog))
             peak["kernel"] = max(peak["kernel"], unsent(ws._sock))
@@ -754,7 +754,7 @@ def test_kernel_send_buffer_is_bounded_for_a_stalled_endpoint(esl, daemon):
         assert peak[0] <= 256 * 1024, (
             f"{peak[0]} bytes ({peak[0] / STEREO_48K:.1f} s of audio) queued in the kernel, "
             f"SO_SNDBUF {ws._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)}, "
-            f"{link.dropped_total} dropped, backlog {link._backlog_audio} B")
+            f"{link.dropped_total} dropped, backlog {link._backlog.audio_bytes} B")
         assert link.dropped_total > 0  # the bounded backlog, not the kernel, decided what went
     finally:
         slow.reading.set()  # let the stops' close frames through

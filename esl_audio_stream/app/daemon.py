@@ -25,7 +25,6 @@ from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
 from ..media.files import clean_base
 from ..media.unicast import PortPool
-from ..ws.tls import make_ssl_context
 from . import commands, events, intake
 from .admission import admit, channel_info
 from .calls import Calls, initial_state
@@ -36,6 +35,7 @@ from .outbox import Fire, Kept, Outbox, Send, Wait
 from .reconcile import Reconciler, start_of
 from .resume import StreamRecord
 from .stats import Counters
+from .tls import ssl_context_for
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Daemon:
 
     def start(self) -> None:
         """Raises SettingsError when the daemon-wide TLS defaults name unusable files."""
-        make_ssl_context(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
+        ssl_context_for(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
         removed = clean_base(self.config.files_dir)  # no audio file survives a restart
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
@@ -213,7 +213,7 @@ class Daemon:
         with. Returns the keys that need a restart (changed in `new`, kept as they were).
         Raises SettingsError when the new daemon-wide TLS defaults name unusable files (the
         running configuration is then kept whole)."""
-        make_ssl_context(new.stream_defaults)
+        ssl_context_for(new.stream_defaults)
         kept, restart = reloadable(self.config, new)
         applied = changed_keys(self.config, kept)
         self.config = kept

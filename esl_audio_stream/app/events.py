@@ -18,7 +18,9 @@ every state; subscribers that must see every event of a call filter on it.
 from __future__ import annotations
 
 import enum
-import json
+
+from ..jsonfmt import compact as _compact
+from ..ws.errors import WSErrorCode
 
 CONNECT = "mod_audio_stream::connect"
 DISCONNECT = "mod_audio_stream::disconnect"
@@ -33,18 +35,19 @@ STREAM_UUID_HEADER = "Audio-Stream-UUID"
 ROUTED_HEADER = "Audio-Stream-Event"
 SUBCLASSES = (CONNECT, DISCONNECT, ERROR, JSON, PLAY)
 
-# libwsc's error numbering, used in mod_audio_stream's error events.
-WS_IO = 1
-WS_INVALID_HEADER = 2
-WS_SERVER_MASKED = 3
-WS_NOT_SUPPORTED = 4
-WS_PING_TIMEOUT = 5
-WS_CONNECT_FAILED = 6
-WS_TLS_INIT_FAILED = 7
-WS_SSL_HANDSHAKE_FAILED = 8
-WS_SSL_ERROR = 9
-WS_TIMEOUT = 10
-WS_PROTOCOL = 11
+# libwsc's error numbering, used in mod_audio_stream's error events: the table is ws/errors.py;
+# these names are kept for the code that builds error events.
+WS_IO = WSErrorCode.IO
+WS_INVALID_HEADER = WSErrorCode.INVALID_HEADER
+WS_SERVER_MASKED = WSErrorCode.SERVER_MASKED
+WS_NOT_SUPPORTED = WSErrorCode.NOT_SUPPORTED
+WS_PING_TIMEOUT = WSErrorCode.PING_TIMEOUT
+WS_CONNECT_FAILED = WSErrorCode.CONNECT_FAILED
+WS_TLS_INIT_FAILED = WSErrorCode.TLS_INIT_FAILED
+WS_SSL_HANDSHAKE_FAILED = WSErrorCode.SSL_HANDSHAKE_FAILED
+WS_SSL_ERROR = WSErrorCode.SSL_ERROR
+WS_TIMEOUT = WSErrorCode.TIMEOUT
+WS_PROTOCOL = WSErrorCode.PROTOCOL
 
 #: Standard reasons for close codes, as mod_audio_stream reports them when the peer sends none.
 CLOSE_REASONS = {
@@ -62,7 +65,6 @@ CLOSE_REASONS = {
     1015: "TLS handshake failure",
 }
 
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def connect_body() -> str:

@@ -20,10 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..media.frames import PTIME_MS
+
 log = logging.getLogger(__name__)
 
 #: Chunk durations are whole FreeSWITCH frames.
-FRAME_MS = 20
+FRAME_MS = PTIME_MS
 #: Longest chunk we accept. mod_audio_stream has no limit; one typo (20000 for 200) would make
 #: every call hold seconds of audio before sending anything, so larger values fall back to 20.
 MAX_BUFFER_MS = 10_000
@@ -118,7 +120,10 @@ def _is_switch_number(text: str) -> bool:
     return _SWITCH_NUMBER.fullmatch(text) is not None
 
 
-def _atoi(text: str) -> int:
+def atoi(text: str) -> int:
+    """C's atoi, as FreeSWITCH reads numbers: leading blanks, a sign, the digits that follow
+    (none: 0). The simulator reads numbers with it too."""
+    text = text.lstrip(" \t\n\r\v\f")
     m = _LEADING_INT.match(text)
     digits = m.group(1) if m else ""
     value = int(digits) if digits else 0
@@ -128,7 +133,7 @@ def _atoi(text: str) -> int:
 def parse_bool(text: str) -> bool:
     """FreeSWITCH's `switch_true`: yes/on/true/t/enabled/active/allow (any case) or a non-zero
     number (as atoi reads it: "1", "2", "-1", "1.5"); everything else is false."""
-    return text.lower() in _TRUE_WORDS or (_is_switch_number(text) and _atoi(text) != 0)
+    return text.lower() in _TRUE_WORDS or (_is_switch_number(text) and atoi(text) != 0)
 
 
 def _bool_var(name: str, text: str, warn: Callable[[str], None]) -> bool:

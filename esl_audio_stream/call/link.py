@@ -1,36 +1,51 @@
-"""One stream's WebSocket over time: reconnection that loses no audio, and backpressure.
+"""One stream's WebSocket over time: reconnection that loses nothing it holds, and backpressure.
 
-A `WebSocketClient` is one connection; a `Link` is what the stream talks to for the whole call.
-The per-frame path calls `link.send(chunk)`, a bound method swapped between two states, so the
-common case costs one attribute read and one call:
+A connection (ws/connection.py) is one TCP connection; a `Link` is what the stream talks to for
+the whole call. Between the stream and the socket there is ONE queue, the `Backlog`
+(call/backlog.py: bounded in bytes of audio, the oldest audio dropped and counted, texts kept in
+order); the connection itself keeps at most the rest of one partly sent frame.
 
-- live: straight into the connection (`_send_live`). When the kernel will not take more (the
-  endpoint or the network is slow), the chunk and the ones after it go to the backlog instead;
-- backlog: chunks queue in order, bounded in bytes (`backlog_bytes`, 10 s of audio by default);
-  beyond the bound the OLDEST audio is dropped and counted. A flusher greenlet moves the backlog
-  into the connection as it drains, then switches back to live.
+The per-frame path calls `link.send(chunk)`, a bound method swapped with the state, so the common
+case costs one attribute read and one call: when LIVE, `_send_live` (straight into the
+connection); in every other state the backlog's own push (`_to_backlog`), or `_refuse` once the
+link is closing.
 
-A dropped connection (no close frame, or a close code that means "try again": RETRY_CODES)
-fires `mod_audio_stream::disconnect` and is retried with capped exponential backoff
-and jitter; each failed try fires `mod_audio_stream::error` with `retries`, `wait_time` (ms)
-and `http_status` where the endpoint answered HTTP. Meanwhile audio fills the backlog. On
-reconnection the metadata goes first, then the backlog in order, then live audio, and
-`mod_audio_stream::connect` fires again; audio dropped on the way is reported in an error event.
+The state (`LinkState`, its transitions in `_NEXT`, changed only by `_set_state`):
+- CONNECTING: the first connection is being made; texts sent meanwhile wait in the backlog.
+- LIVE: connected, nothing waits anywhere.
+- BACKLOGGED: connected, the kernel stopped taking bytes (the connection's `on_blocked`) or the
+  backlog still holds messages: audio queues, and the worker moves the backlog into the
+  connection as the socket drains, then goes LIVE. A peer that takes nothing for the
+  connection's WRITE_STALL_TIMEOUT is lost (as a drop).
+- RECONNECTING: the connection dropped (no close frame, or a close code in RETRY_CODES):
+  `mod_audio_stream::disconnect` fired; the worker retries with capped exponential backoff and
+  jitter, each failed try firing `mod_audio_stream::error` with `retries`, `wait_time` (ms) and
+  `http_status`. On success: the metadata first, `mod_audio_stream::connect`, then BACKLOGGED
+  (the backlog, in order, then live audio).
+- CLOSING -> CLOSED: `close()` (everything queued goes first, bounded), or `abort()`; CLOSED also
+  when the endpoint closed deliberately (the stream ends: `on_gone`) or the retries ran out.
+
+ONE worker greenlet at a time does all the waiting (flushing or reconnecting, by state), so a
+connection that dies while the worker is using it only changes the state, and the same worker
+goes on. Audio dropped by the backlog is reported in error events (`dropped`) about once a second
+while it lasts and when the link is live again.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 
 from ..app import events
-from ..ws.client import WebSocketClient, WSError
+from ..ws.connection import WebSocketConnection
+from ..ws.errors import WSError, WSErrorCode
+from .backlog import Backlog
 
 if TYPE_CHECKING:
     import ssl
@@ -45,9 +60,53 @@ RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
+_STALL_POLL = 1.0  # while the peer takes nothing: wake this often to report drops
+_ENDING_POLL = 0.01
+
+
+class Connection(Protocol):
+    """What a Link needs of a connection (ws/connection.py's, or a test's script)."""
+
+    last_error: WSError | None
+
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def congested(self) -> bool: ...
+    def connect(self) -> None: ...
+    def send_binary(self, data: bytes) -> bool: ...
+    def send_text(self, text: str) -> bool: ...
+    def flush(self) -> bool: ...
+    def wait_writable(self, timeout: float) -> bool: ...
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+    def abort(self) -> None: ...
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    BACKLOGGED = "backlogged"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_S = LinkState
+_NEXT: dict[LinkState, frozenset[LinkState]] = {
+    _S.CONNECTING: frozenset({_S.BACKLOGGED, _S.CLOSING, _S.CLOSED}),
+    _S.LIVE: frozenset({_S.BACKLOGGED, _S.RECONNECTING, _S.CLOSING, _S.CLOSED}),
+    _S.BACKLOGGED: frozenset({_S.LIVE, _S.RECONNECTING, _S.CLOSING, _S.CLOSED}),
+    _S.RECONNECTING: frozenset({_S.BACKLOGGED, _S.CLOSING, _S.CLOSED}),
+    _S.CLOSING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
+}
+_QUEUEING = frozenset({_S.CONNECTING, _S.BACKLOGGED, _S.RECONNECTING})
 
 
 class Link:
+    """One stream's WebSocket for the whole call: connect(), send / send_text, then close() or
+    abort(). `send` is the per-frame path (an attribute, swapped with the state)."""
+
     def __init__(
         self,
         url: str,
@@ -67,6 +126,7 @@ class Link:
         connect_timeout: float = 5.0,
         close_timeout: float = 2.0,
         max_tries: int = 0,
+        connection_factory: Callable[..., Connection] = WebSocketConnection,
     ) -> None:
         self.url = url
         self.uuid = uuid
@@ -76,9 +136,10 @@ class Link:
         self._on_gone = on_gone
         self.metadata = metadata
         self.reconnect = reconnect
-        self.backlog_bytes = backlog_bytes
         self.max_tries = max_tries
-        self._client_args = {
+        self._factory = connection_factory
+        self._close_timeout = close_timeout
+        self._conn_args = {
             "headers": headers,
             "deflate": deflate,
             "heartbeat": heartbeat,
@@ -86,136 +147,209 @@ class Link:
             "connect_timeout": connect_timeout,
             "close_timeout": close_timeout,
         }
-        self.ws: WebSocketClient | None = None
+        self._backlog = Backlog(backlog_bytes)
+        self._to_backlog: Callable[[bytes], bool] = self._backlog.push_audio
+        self._state = LinkState.CONNECTING
         self.send: Callable[[bytes], bool] = self._to_backlog
-        self._backlog: deque[bytes | str] = deque()  # str = a text message, never dropped
-        self._backlog_audio = 0  # bytes of audio in the backlog
-        self.dropped_frames = 0  # audio chunks dropped (oldest first) since the last report
-        self.dropped_total = 0
+        self.ws: Connection | None = None  # the connection in use (LIVE, BACKLOGGED, CLOSING)
+        self._put: Callable[[bytes], bool] | None = None  # its send_binary, for _send_live
+        self._worker: gevent.Greenlet | None = None
+        self._next_report = 0.0
         self.reconnects = 0
-        self._closing = False
-        self._worker: gevent.Greenlet | None = None  # reconnector or flusher, one at a time
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and self.ws.is_open
+
+    @property
+    def dropped_total(self) -> int:
+        """Audio messages the backlog dropped (oldest first), in all."""
+        return self._backlog.dropped
+
+    def _set_state(self, new: LinkState) -> None:
+        """The one place the state, and with it the per-frame `send`, changes."""
+        old = self._state
+        if new not in _NEXT[old]:
+            raise RuntimeError(f"link {self.uuid}: no transition {old.value} -> {new.value}")
+        self._state = new
+        if new is LinkState.LIVE:
+            self.send = self._send_live
+        elif new in _QUEUEING:
+            self.send = self._to_backlog
+        else:
+            self.send = self._refuse
 
     # -- connecting ---------------------------------------------------------------------------
 
-    def _client(self) -> WebSocketClient:
-        return WebSocketClient(self.url, on_text=self._on_text, on_binary=self._on_binary,
-                               on_close=self._closed, **self._client_args)
+    def _new_connection(self) -> Connection:
+        conn: Connection | None = None
+
+        def on_close(code: int, reason: str) -> None:
+            self._conn_closed(conn, code, reason)
+
+        conn = self._factory(self.url, on_text=self._on_text, on_binary=self._on_binary,
+                             on_close=on_close, on_blocked=self._conn_blocked, **self._conn_args)
+        return conn
 
     def connect(self) -> None:
         """The first connection: no retry here (the start command answers); raises WSError."""
-        ws = self._client()
-        ws.connect()
-        self.ws = ws
-        if self.metadata:
-            ws.send_text(self.metadata)
-        self._flush_now(ws)
+        conn = self._new_connection()
+        conn.connect()
+        self._greet(conn)
+        self._take(conn)
+        # The backlog (texts sent while connecting) now, without yielding, so no frame can
+        # overtake it; what the kernel will not take yet is the worker's.
+        if self._push(conn):
+            self._set_state(LinkState.LIVE)
+        elif self._state is LinkState.BACKLOGGED:
+            self._wake()
 
-    def _flush_now(self, ws: WebSocketClient) -> bool:
-        """Move the backlog into `ws` without yielding (so no frame can overtake it); True when
-        it is empty and the live path is back."""
-        backlog = self._backlog
-        while backlog and not ws.congested:
-            item = backlog.popleft()
-            if isinstance(item, str):
-                ws.send_text(item)
-            else:
-                self._backlog_audio -= len(item)
-                ws.send_binary(item)
-        if backlog:
+    def _greet(self, conn: Connection) -> None:
+        """The metadata, first on every connection; WSError if the connection died on it."""
+        if self.metadata and not conn.send_text(self.metadata):
+            err = conn.last_error or WSError(WSErrorCode.IO, "connection lost as it opened")
+            conn.abort()
+            raise err
+
+    def _take(self, conn: Connection) -> None:
+        """Use `conn` from now on: the backlog goes first, then live audio."""
+        if self._state is LinkState.CLOSING or self._state is LinkState.CLOSED:
+            conn.abort()  # the link was closed while this connection was being made
+            raise WSError(WSErrorCode.IO, "closed while connecting")
+        self.ws = conn
+        self._put = conn.send_binary
+        self._set_state(LinkState.BACKLOGGED)
+
+    def _push(self, conn: Connection) -> bool:
+        """Hand the connection what waits (the rest of its frame, then the backlog) without
+        waiting; True when all of it is with the kernel."""
+        if not conn.flush():
             return False
-        self.send = self._send_live
-        self._report_drops()
-        return True
+        backlog = self._backlog
+        if backlog:
+            send_binary, send_text = conn.send_binary, conn.send_text
+            while backlog:
+                item = backlog.pop()
+                if not (send_text(item) if item.__class__ is str else send_binary(item)):
+                    backlog.push_front(item)  # congested, or it died on this send
+                    return False
+        return not conn.congested
 
     # -- the per-frame path -------------------------------------------------------------------
 
     def _send_live(self, chunk: bytes) -> bool:
-        ws = self.ws
-        if not ws.congested:  # type: ignore[union-attr]
-            if ws.send_binary(chunk):  # type: ignore[union-attr]
-                return True
-            # Refused: the connection died, possibly on this very send (its on_close has
-            # switched us to the backlog by now). The chunk waits for the next connection.
-            return self._to_backlog(chunk)
-        self.send = self._to_backlog  # the peer is slow: queue, bounded, and drain it later
-        self._to_backlog(chunk)
-        self._start_worker(self._flush)
-        return True
+        if self._put(chunk):  # type: ignore[misc]
+            return True
+        return self._refused(chunk)
 
-    def _to_backlog(self, chunk: bytes) -> bool:
-        self._backlog.append(chunk)
-        self._backlog_audio += len(chunk)
-        if self._backlog_audio > self.backlog_bytes:
-            self._drop_oldest()
-        return True
+    def _refused(self, chunk: bytes) -> bool:
+        """The connection did not take it: it died (its on_close moved us on), or it is
+        congested (its on_blocked did, unless a test's connection does not say)."""
+        if self._state is LinkState.LIVE:
+            self._set_state(LinkState.BACKLOGGED)
+            self._wake()
+        return self.send(chunk)
 
-    def _drop_oldest(self) -> None:
-        backlog = self._backlog
-        keep_texts = []
-        while self._backlog_audio > self.backlog_bytes and backlog:
-            item = backlog.popleft()
-            if isinstance(item, str):
-                keep_texts.append(item)
-                continue
-            self._backlog_audio -= len(item)
-            self.dropped_frames += 1
-            self.dropped_total += 1
-        backlog.extendleft(reversed(keep_texts))
+    def _refuse(self, chunk: bytes) -> bool:
+        return False  # closing or closed: nothing will carry it
 
     def send_text(self, text: str) -> bool:
-        """Texts keep their order with the audio; while disconnected they wait in the backlog."""
-        if self.send == self._send_live and self.ws is not None and self.ws.is_open:
-            return self.ws.send_text(text)
-        self._backlog.append(text)
+        """Texts keep their order with the audio; while not LIVE they wait in the backlog."""
+        state = self._state
+        if state is LinkState.LIVE:
+            if self.ws.send_text(text):  # type: ignore[union-attr]
+                return True
+            state = self._state
+            if state is LinkState.LIVE:
+                self._set_state(LinkState.BACKLOGGED)
+                self._wake()
+        if state is LinkState.CLOSING or state is LinkState.CLOSED:
+            return False
+        self._backlog.push_text(text)
         return True
 
-    # -- backpressure ---------------------------------------------------------------------------
+    # -- what the connection tells ------------------------------------------------------------
 
-    def _flush(self) -> None:
-        while not self._closing:
-            ws = self.ws
-            if ws is None or not ws.is_open:
-                return  # the reconnector takes over
-            ws.drained.wait(1.0)
-            if self._flush_now(ws):
-                return
-            self._report_drops()  # still stalled: say what was lost so far, once a second
+    def _conn_blocked(self) -> None:
+        """on_blocked: only the connection in use can send while LIVE."""
+        if self._state is LinkState.LIVE:
+            self._set_state(LinkState.BACKLOGGED)
+            self._wake()
 
-    # -- reconnection ---------------------------------------------------------------------------
-
-    def _closed(self, code: int, reason: str) -> None:
-        """on_close of the current connection (from its own greenlets)."""
-        if self._closing:
+    def _conn_closed(self, conn: Connection | None, code: int, reason: str) -> None:
+        """on_close of a connection. Only the one in use matters: one not yet adopted is
+        reported by whoever was opening it."""
+        if conn is not self.ws:
             return
-        self.send = self._to_backlog
         self.ws = None
+        self._put = None
+        state = self._state
+        if state is LinkState.CLOSING or state is LinkState.CLOSED:
+            return
         if code not in RETRY_CODES or not self.reconnect:
+            self._set_state(LinkState.CLOSED)
             self._on_gone(code, reason)  # the stream ends; it fires the disconnect event
             return
+        # The state first: firing may yield, and the per-frame path must find the backlog.
+        self._set_state(LinkState.RECONNECTING)
+        self._wake()
         self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
         log.warning("%s: connection to %s lost (%d %s); reconnecting", self.uuid, self.url,
                     code, reason)
-        self._start_worker(self._reconnect)
 
-    def _start_worker(self, fn: Callable[[], None]) -> None:
+    # -- the worker -----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
         worker = self._worker
-        if worker is not None and not worker.dead:
-            if fn != self._reconnect:
-                return  # already flushing (or reconnecting, which flushes at the end)
-            if worker is not gevent.getcurrent():
-                worker.kill(block=False)  # a flusher has nothing to flush into any more
-        self._worker = gevent.spawn(fn)
+        if worker is None or worker.dead:
+            self._worker = gevent.spawn(self._work)
+
+    def _work(self) -> None:
+        """The one worker: flush while BACKLOGGED, reconnect while RECONNECTING, else end."""
+        while True:
+            state = self._state
+            if state is LinkState.BACKLOGGED:
+                self._flush()
+            elif state is LinkState.RECONNECTING:
+                self._reconnect()
+            else:
+                return
+
+    def _flush(self) -> None:
+        conn = self.ws
+        assert conn is not None
+        while self._state is LinkState.BACKLOGGED:
+            if self._push(conn):
+                self._set_state(LinkState.LIVE)
+                self._report_drops()
+                return
+            if self._state is not LinkState.BACKLOGGED:
+                return  # it died on a send
+            if not conn.congested:  # refused, yet not full: it is ending, and its on_close
+                gevent.sleep(_ENDING_POLL)  # is on the way (never spin without yielding)
+                continue
+            conn.wait_writable(_STALL_POLL)  # ends it (a drop) after WRITE_STALL_TIMEOUT
+            now = monotonic()
+            if now >= self._next_report:  # still stalled: say what was lost so far
+                self._next_report = now + _STALL_POLL
+                self._report_drops()
 
     def _reconnect(self) -> None:
         tries = 0
         wait = BACKOFF_FIRST
-        while not self._closing:
+        while self._state is LinkState.RECONNECTING:
             gevent.sleep(wait * random.uniform(0.8, 1.2))
+            if self._state is not LinkState.RECONNECTING:
+                return
             tries += 1
-            ws = self._client()
+            conn = self._new_connection()
             try:
-                ws.connect()
+                conn.connect()
+                self._greet(conn)
             except WSError as exc:
                 wait = min(wait * 2, BACKOFF_MAX)
                 self._fire(events.ERROR, events.error_body(
@@ -223,62 +357,63 @@ class Link:
                     http_status=exc.http_status))
                 self._report_drops()  # audio lost while away is reported as it goes
                 if self.max_tries and tries >= self.max_tries:
+                    self._set_state(LinkState.CLOSED)
                     self._on_gone(1006, f"gave up after {tries} tries: {exc.message}")
                     return
                 continue
-            if self._closing:
-                ws.close(1000, "")
-                return
-            self.ws = ws
+            except BaseException:  # killed by close() or abort(): the connection is not ours
+                conn.abort()
+                raise
+            self._take(conn)  # BACKLOGGED: the worker flushes when this returns
             self.reconnects += 1
-            if self.metadata:
-                ws.send_text(self.metadata)
             self._fire(events.CONNECT, events.connect_body())
             log.info("%s: reconnected to %s after %d tries", self.uuid, self.url, tries)
-            if not self._flush_now(ws):
-                self._flush()
             return
 
     def _report_drops(self) -> None:
-        if self.dropped_frames:
-            n, self.dropped_frames = self.dropped_frames, 0
+        n = self._backlog.take_drops()
+        if n:
             self._fire(events.ERROR, events.error_body(
-                events.WS_IO, f"{n} audio messages dropped (oldest first): the backlog was full",
+                WSErrorCode.IO, f"{n} audio messages dropped (oldest first): the backlog was full",
                 dropped=n))
+
+    def _stop_worker(self, block: bool) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not gevent.getcurrent() and not worker.dead:
+            worker.kill(block=block)
 
     # -- the end --------------------------------------------------------------------------------
 
     def close(self, code: int = 1000, reason: str = "", text: str | None = None) -> None:
-        """Final text (after whatever audio can still go), close handshake, workers ended."""
-        self._closing = True
-        worker = self._worker
-        if worker is not None and worker is not gevent.getcurrent():
-            worker.kill()
-        ws = self.ws
-        if ws is not None and ws.is_open:
-            # Everything still waiting goes before the close, the endpoint keeping up or not,
-            # for at most close_timeout (a stalled endpoint must not hold the stop forever).
-            deadline = monotonic() + self._client_args["close_timeout"]
-            while not self._flush_now(ws) and ws.is_open:
-                left = deadline - monotonic()
-                if left <= 0 or not ws.drained.wait(left):
-                    log.warning("%s: endpoint not reading: %d bytes of audio not sent before "
-                                "the close", self.uuid, self._backlog_audio)
+        """Everything still queued (bounded by close_timeout: a stalled endpoint must not hold
+        the stop forever), then the final text, then the close handshake."""
+        if self._state is LinkState.CLOSING or self._state is LinkState.CLOSED:
+            return
+        self._set_state(LinkState.CLOSING)
+        self._stop_worker(block=True)
+        conn = self.ws
+        if conn is not None and conn.is_open:
+            deadline = monotonic() + self._close_timeout
+            while not self._push(conn) and conn.is_open:
+                if not conn.congested:  # refused, yet not full: it is ending
                     break
-            if text:
-                ws.send_text(text)
-            ws.close(code, reason)
+                left = deadline - monotonic()
+                if left <= 0:
+                    log.warning("%s: endpoint not reading: %d bytes of audio not sent before "
+                                "the close", self.uuid, self._backlog.audio_bytes)
+                    break
+                conn.wait_writable(left)
+            if text and not conn.send_text(text) and conn.is_open:
+                log.warning("%s: endpoint not reading: the final text was not sent", self.uuid)
+            conn.close(code, reason)
+        self._set_state(LinkState.CLOSED)
+        self._backlog.clear()
 
     def abort(self) -> None:
-        self._closing = True
-        worker = self._worker
-        if worker is not None and worker is not gevent.getcurrent():
-            worker.kill(block=False)
+        """At once: no close handshake, whatever is queued is let go."""
+        if self._state is not LinkState.CLOSED:
+            self._set_state(LinkState.CLOSED)
+        self._stop_worker(block=False)
         if self.ws is not None:
             self.ws.abort()
         self._backlog.clear()
-        self._backlog_audio = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self.ws is not None and self.ws.is_open

@@ -27,18 +27,16 @@ the one-frame-one-chunk case skips the chunker.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Collection
 from typing import Protocol
 
 from ..media.align import READ, WRITE, TapAligner
 from ..media.frames import PTIME_MS, Chunker, chunk_pattern
 from ..media.mix import FrameClock, Mixer
+from ..media.pcm import audioop
 from ..media.resample import make_resampler
 
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from audioop import add as _add
+_add = audioop.add
 
 PAIRINGS = ("none", "clock", "taps")
 

@@ -25,10 +25,10 @@ from ..app.commands import CommandError, Start
 from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
+from ..app.tls import ssl_context_for
 from ..protocols.actions import Clear, Mark, Play, Refuse, Relay
 from ..protocols.mod_audio_stream import ModAudioStream
-from ..ws.client import WSError
-from ..ws.tls import make_ssl_context
+from ..ws.errors import WSError
 from .broadcast import BroadcastPlayer
 from .direct import DirectSource
 from .link import Link
@@ -167,7 +167,7 @@ class Stream(StreamReadings):
         """The TLS context, the source and the link (not connected yet); raises CommandError."""
         cfg, st = self.config, self.settings
         try:
-            ssl_context = make_ssl_context(st) if self.url.startswith("wss:") else None
+            ssl_context = ssl_context_for(st) if self.url.startswith("wss:") else None
         except SettingsError as exc:  # unusable TLS files: libwsc's TLS_INIT_FAILED
             self._fire(events.ERROR, events.error_body(events.WS_TLS_INIT_FAILED, str(exc)))
             self._fail()

@@ -28,8 +28,7 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
-from ..ws._mask import ffi as _mask_ffi
-from ..ws._mask import lib as _mask_lib
+from ..ws.framing import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, server_frame
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +161,9 @@ class AudioSink:
             sock.close()
 
     def _fast_loop(self, sock, session: SinkSession) -> None:
-        """Read client frames directly (no extensions; clients never fragment). Each message is
-        timed when the bytes that completed it came off the socket."""
-        buf = bytearray()
+        """Read client frames with ws/framing.py's parser (no extensions; clients never
+        fragment). Each message is timed when the bytes that completed it came off the socket."""
+        parser = FrameParser()
         times = session.times
         keep = self.keep_audio
         while True:
@@ -172,54 +171,25 @@ class AudioSink:
             if not data:
                 return
             now = time.monotonic()
-            buf += data
-            off, size = 0, len(buf)
-            while size - off >= 2:
-                b0, b1 = buf[off], buf[off + 1]
-                n, p = b1 & 0x7F, off + 2
-                if n == 126:
-                    if size < p + 2:
-                        break
-                    n, p = int.from_bytes(buf[p:p + 2], "big"), p + 2
-                elif n == 127:
-                    if size < p + 8:
-                        break
-                    n, p = int.from_bytes(buf[p:p + 8], "big"), p + 8
-                key = p
-                if b1 & 0x80:
-                    p += 4
-                if size < p + n:
-                    break
-                opcode = b0 & 0x0F
-                off = p + n
-                if opcode == 2:
+            for opcode, _fin, _rsv1, payload in parser.feed(data):
+                if opcode == OP_BINARY:
                     session.messages += 1
-                    session.sizes.add(n)
+                    session.sizes.add(len(payload))
                     if times is not None:
                         times.append(now)
                     if session.first_text_before_audio is None:
                         session.first_text_before_audio = bool(session.texts)
                     if keep:
-                        session.audio += _unmask(buf, key, p, n, b1)
-                    continue
-                payload = _unmask(buf, key, p, n, b1)
-                if opcode == 1:
+                        session.audio += payload
+                elif opcode == OP_TEXT:
                     session.texts.append(payload.decode("utf-8", "replace"))
-                elif opcode == 9:
-                    sock.sendall(bytes((0x8A, len(payload))) + payload)
-                elif opcode == 8:
+                elif opcode == OP_PING:
+                    sock.sendall(server_frame(OP_PONG, bytes(payload)))
+                elif opcode == OP_CLOSE:
                     if len(payload) >= 2:
                         session.close_code = int.from_bytes(payload[:2], "big")
                         session.close_reason = payload[2:].decode("utf-8", "replace")
                     else:
                         session.close_code = 1005
-                    sock.sendall(bytes((0x88, len(payload[:2]))) + payload[:2])
+                    sock.sendall(server_frame(OP_CLOSE, bytes(payload[:2])))
                     return
-            del buf[:off]
-
-
-def _unmask(buf: bytearray, key: int, start: int, n: int, b1: int) -> bytes:
-    payload = bytearray(buf[start:start + n])
-    if b1 & 0x80 and n:
-        _mask_lib.eas_mask(_mask_ffi.from_buffer(payload), n, bytes(buf[key:key + 4]))
-    return bytes(payload)

@@ -22,12 +22,9 @@ import binascii
 import io
 import json
 import sys
-import warnings
 from dataclasses import dataclass, field
 
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from .pcm import audioop
 
 __all__ = [
     "KINDS",

@@ -21,7 +21,6 @@ File I/O here is blocking; it happens once per received chunk (not per frame) on
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ import stat
 import struct
 from pathlib import Path
 
+from ..jsonfmt import compact
 from .decode import Chunk
 
 __all__ = ["CallFiles", "FilesError", "clean_base", "file_format", "play_event_body"]
@@ -225,4 +225,4 @@ def play_event_body(chunk: Chunk, path: Path | str) -> str:
     `"file"`, as compact JSON (mod_audio_stream prints it with cJSON_PrintUnformatted)."""
     body = {k: v for k, v in chunk.meta.items() if k != "file"}
     body["file"] = str(path)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return compact(body)

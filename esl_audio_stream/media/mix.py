@@ -32,12 +32,9 @@ holds (ignores `holding`) still gets the exact number of silence frames, one slo
 
 from __future__ import annotations
 
-import warnings
 from array import array
 
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from .pcm import audioop
 
 MIXES = ("mono", "stereo", "mixed")
 

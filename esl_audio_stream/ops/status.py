@@ -9,13 +9,10 @@ path does nothing for it.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from ..media.pcm import audioop
 
 if TYPE_CHECKING:
     from ..call.stream import Stream

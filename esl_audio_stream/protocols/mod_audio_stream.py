@@ -11,8 +11,7 @@ messages are raw L16 at the stream's rate to play, and any other text is relayed
 
 from __future__ import annotations
 
-import json
-
+from ..jsonfmt import compact as _compact
 from ..media.decode import (
     DecodeError,
     decode_binary,
@@ -21,8 +20,6 @@ from ..media.decode import (
     parse_message,
 )
 from .actions import Action, AudioOut, Clear, Link, Mark, Play, Refuse, Relay
-
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class ModAudioStream:

@@ -8,12 +8,7 @@ Pure: no I/O, driven by the channel's thread (park.py) and the api commands.
 
 from __future__ import annotations
 
-import warnings
-
-with warnings.catch_warnings():  # stdlib audioop warns on 3.11/3.12; audioop-lts on >= 3.13
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
+from ...media.pcm import audioop
 from .channel import SimChannel
 from .media import Library, Source, load_for_displace
 

@@ -11,12 +11,13 @@ import time
 import uuid as _uuid
 from array import array
 
+from ...app.settings import atoi
 from . import bugs, channel_unicast, playback
 from .bugs import TapSource
 from .channel import APP, BRIDGE, BRIDGED, DOWN, PARK_PLAYBACK, ROUTING, SimChannel
 from .dialstring import DialError, parse_originate
 from .media import make_source
-from .switch import Switch, atoi
+from .switch import Switch
 
 log = logging.getLogger(__name__)
 

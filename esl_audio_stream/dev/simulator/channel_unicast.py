@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from ...app.settings import atoi
 from . import bugs
 from .channel import SimChannel
 from .packets import Packet
-from .switch import atoi
 from .unicast import SimUnicast
 
 log = logging.getLogger(__name__)

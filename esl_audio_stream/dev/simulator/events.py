@@ -68,6 +68,15 @@ def url_encode(value: str) -> str:
     return out.decode("ascii")
 
 
+def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first header of that name, case-insensitively, as FreeSWITCH looks headers up."""
+    low = name.lower()
+    for k, v in headers:
+        if k.lower() == low:
+            return v
+    return None
+
+
 class Event:
     """One FreeSWITCH event: ordered (name, value) headers -- duplicates allowed -- and a body.
 
@@ -98,11 +107,7 @@ class Event:
 
     def get(self, name: str) -> str | None:
         """First header of that name, case-insensitively (switch_event_get_header)."""
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return None
+        return first_header(self.headers, name)
 
     def set_subclass(self, subclass: str) -> None:
         """switch_event_set_subclass_name: moves Event-Subclass to the bottom."""

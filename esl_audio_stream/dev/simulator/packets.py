@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .events import first_header
+
 MAX_PACKET = 10 * 1024 * 1024  # read_packet's max_len
 MAX_CONTENT_LENGTH = 10 * 1024 * 1024
 _END = re.compile(rb"\n\r*\n")
@@ -27,11 +29,7 @@ class Packet:
     body: str | None = None
 
     def get(self, name: str) -> str | None:
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return None
+        return first_header(self.headers, name)
 
 
 def _first_line(s: str) -> str:

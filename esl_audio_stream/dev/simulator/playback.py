@@ -6,9 +6,10 @@ is not heard anywhere (see README). The channel's thread (park.py) ends it when 
 
 from __future__ import annotations
 
+from ...app.settings import atoi
 from .channel import APP, PARK_PLAYBACK, SimChannel
 from .media import wav_duration
-from .switch import Switch, atoi
+from .switch import Switch
 from .ticker import TICK
 
 

@@ -21,21 +21,6 @@ from .ticker import Ticker
 ENDED_KEEP = 4096  # ended channels kept for inspection by sim.channel(uuid)
 
 
-def atoi(s: str) -> int:
-    """C atoi: leading digits, else 0."""
-    s = s.strip()
-    n = 0
-    sign = 1
-    if s[:1] in "+-" and s[:1]:
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    for ch in s:
-        if not ch.isdigit():
-            break
-        n = n * 10 + int(ch)
-    return sign * n
-
-
 class Switch:
     """The shared state of one simulated FreeSWITCH."""
 
