@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from ..call.host import StreamHost
 from ..call.stream import Stream
 from ..esl.connection import ESLError
 from . import events
@@ -19,13 +20,21 @@ from .settings import SettingsError, settings_from_variables, variables_from_dum
 
 if TYPE_CHECKING:
     from ..esl.connection import ESLConnection
-    from .daemon import Daemon
+    from .calls import Calls
     from .resume import StreamRecord
+
+
+class Admitting(StreamHost, Protocol):
+    """What admission needs of the daemon: a stream's host, the registry and the tracked calls."""
+
+    streams: dict[str, Stream]
+    starting: set[str]
+    calls: Calls
 
 log = logging.getLogger(__name__)
 
 
-def admit(d: Daemon, cmd: Start, record: StreamRecord | None = None) -> Stream:
+def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None) -> Stream:
     """Start a stream for `cmd` (or carry on the one `record` says); raises CommandError."""
     uuid = cmd.uuid
     d.starting.add(uuid)

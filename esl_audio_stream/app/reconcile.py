@@ -20,7 +20,7 @@ import contextlib
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..esl.connection import ESLError
 from ..media.files import CallFiles
@@ -30,13 +30,35 @@ from .commands import CommandError, Start
 from .resume import StreamRecord
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..call.stream import Stream
+    from ..esl.connection import ESLConnection
+    from .calls import Calls
+    from .config import DaemonConfig
+    from .keeper import Keeper
+
+
+class Reconciled(Protocol):
+    """What reconciling needs of the daemon."""
+
+    esl: ESLConnection
+    config: DaemonConfig
+    keeper: Keeper
+    calls: Calls
+    owner: str
+    streams: dict[str, Stream]
+    starting: set[str]
+    closing: bool
+
+    def carry_on(self, uuid: str, record: StreamRecord) -> None: ...
+    def channel_info_or_empty(self, uuid: str) -> dict[str, str]: ...
+    def fire(self, uuid: str, subclass: str, body: str, *,
+             state: events.CallState | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Reconciled) -> None:
         self.daemon = daemon
         self.core_uuid = ""  # FreeSWITCH's, when last seen
         self.carried_on = 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .direct import DirectSource
 from .state import LIVE, StreamState
-from .taps import TapSource
+from .tap_source import TapSource
 
 if TYPE_CHECKING:
     from .link import Link

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -26,53 +26,28 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
-from ..protocols.actions import Clear, Mark, Play, Refuse, Relay
 from ..protocols.mod_audio_stream import ModAudioStream
 from ..ws.errors import WSError
-from .broadcast import BroadcastPlayer
+from .answers import EndpointAnswers
 from .direct import DirectSource
+from .host import StreamHost
 from .link import Link
 from .pipeline import FramePipeline
-from .player import DisplacePlayer, InjectPlayer, Player
+from .player import Player
 from .readings import StreamReadings
 from .sources import Playback, SourceEnv, SourceError
 from .state import LIVE, StreamState, advance
-from .taps import TapSource
+from .tap_source import TapSource
 
 if TYPE_CHECKING:
-    from ..app.config import DaemonConfig
-    from ..app.keeper import Keeper
-    from ..app.stats import Counters
-    from ..esl.connection import ESLConnection
-    from ..media.unicast import PortPool
-    from ..protocols.actions import Action
     from .sources import Source
 
 log = logging.getLogger(__name__)
 
 S = StreamState
-_PLAYERS: dict[str, type[Player]] = {
-    "inject": InjectPlayer, "displace": DisplacePlayer, "broadcast": BroadcastPlayer}
 
 
-class StreamHost(Protocol):
-    """What a stream needs from the daemon that owns it."""
-
-    config: DaemonConfig
-    esl: ESLConnection
-    ports: PortPool
-    counters: Counters
-    keeper: Keeper  # writes the stream's record on its call (crash-only resume)
-    owner: str
-
-    def fire(self, uuid: str, subclass: str, body: str) -> None: ...
-    def call_state(self, uuid: str) -> events.CallState: ...
-    def stream_ended(self, stream: Stream) -> None: ...
-    def tap_opened(self, tap_uuid: str, stream: Stream) -> None: ...
-    def tap_closed(self, tap_uuid: str) -> None: ...
-
-
-class Stream(StreamReadings):
+class Stream(StreamReadings, EndpointAnswers):
     """A call's audio on its way to one WebSocket endpoint."""
 
     def __init__(self, host: StreamHost, cmd: Start, channel_rate: int,
@@ -336,76 +311,6 @@ class Stream(StreamReadings):
     def tap_gone(self, tap_uuid: str) -> None:
         if self._source is not None and self.lifecycle in LIVE:
             self._source.tap_gone(tap_uuid)
-
-    # -- from the endpoint ------------------------------------------------------------------------
-
-    def _on_text(self, text: str) -> None:
-        self._carry_out(self.protocol.on_text(text))
-
-    def _on_binary(self, data: bytes) -> None:
-        self._carry_out(self.protocol.on_binary(data))
-
-    def _carry_out(self, action: Action) -> None:
-        if isinstance(action, Relay):
-            if not self.settings.suppress_log:
-                log.info("%s: json from the endpoint: %s", self.uuid, action.text[:2000])
-            self._fire(events.JSON, action.text)
-            return
-        if isinstance(action, Refuse):
-            log.warning("%s: endpoint audio refused: %s", self.uuid, action.message)
-            self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, action.message))
-            return
-        if isinstance(action, Clear):
-            if self.player is not None:
-                self.player.clear()
-            return
-        if isinstance(action, Mark) and self.player is None:
-            self._send_mark(action.name, "playout")  # nothing queued before it
-            return
-        player = self._get_player()
-        if player is None:
-            return
-        if isinstance(action, Play):
-            player.play(action.chunk, action.announce)
-        elif isinstance(action, Mark):
-            player.mark(action.name)
-
-    def _send_mark(self, name: str, event: str) -> None:
-        if self._link is not None:
-            self._link.send_text(self.protocol.mark_reply(name, event))
-
-    def _get_player(self) -> Player | None:
-        """The call's player, made on the first audio from the endpoint, as the source can
-        play it (a mode it cannot play falls back to one it can)."""
-        if self.player is not None or self.lifecycle not in LIVE:
-            return self.player
-        rate = self.pipeline.channel_rate
-        if not rate or self._link is None or self._source is None:
-            self._fire(events.ERROR, events.error_body(
-                events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
-                "known: dropped"))
-            return None
-        try:
-            playback = self._source.playback(self.settings.playback_mode)
-        except SourceError as exc:
-            self._fire(events.ERROR, events.error_body(
-                events.WS_PROTOCOL, f"{exc}; audio dropped"))
-            return None
-        cfg = self.config
-        extra: dict = {}
-        if playback.mode == "inject":
-            extra["write"] = playback.write
-        elif playback.mode == "broadcast":
-            extra["restore"] = playback.restore
-        self.player = player = _PLAYERS[playback.mode](
-            self.uuid, fire=self._fire, send_mark=self._send_mark, channel_rate=rate,
-            files_dir=cfg.files_dir, files_group=cfg.files_group, api=self.host.esl.api,
-            suppress_log=self.settings.suppress_log, marks_changed=self._save, **extra)
-        self.playback = playback
-        self._source.attach(player)
-        if playback.paced_here:
-            self.pipeline.pace(player, playback.in_tap)
-        return player
 
     def _fire(self, subclass: str, body: str) -> None:
         self.host.fire(self.uuid, subclass, body)

@@ -11,6 +11,7 @@ command followed by a hang-up.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -189,10 +190,8 @@ owner = "soak-{os.getpid()}"
             print(f"{started} streams started ({failed} failed), {ended} ended")
     finally:
         for uuid, _ in list(calls_up):
-            try:
+            with contextlib.suppress(Exception):  # tearing down regardless
                 esl.api(f"uuid_kill {uuid}")
-            except Exception:  # noqa: BLE001 - tearing down regardless
-                pass
         esl.stop()
         for proc in (daemon, sink):
             proc.send_signal(signal.SIGTERM)
