@@ -98,6 +98,9 @@ class Host:
     port: int
     netns: str | None = None
     veth: str | None = None
+    #: The address this machine has towards the host (its veth end; loopback without one):
+    #: what a service the host must reach listens on.
+    outside: str = "127.0.0.1"
     sshd: subprocess.Popen | None = None
     log: Path = field(init=False)
 
@@ -167,7 +170,7 @@ class Fleet:
         if self.use_netns:
             ns, veth = f"{self._prefix}h{n}", f"{self._prefix}v{n}"
             outside, inside = f"{self._subnet}.{4 * n + 1}", f"{self._subnet}.{4 * n + 2}"
-            host = Host(f"h{n}", base, inside, 22)
+            host = Host(f"h{n}", base, inside, 22, outside=outside)
             first, *rest = netns_steps(ns, veth, outside, inside)
             self.netns_step(first)
             host.netns, host.veth = ns, veth

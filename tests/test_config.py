@@ -340,7 +340,7 @@ def test_each_key_s_environment_variable_is_named_from_the_table():
 def test_the_reload_rule_and_the_logged_key_of_each_field_come_from_the_table():
     assert set(RESTART_FIELDS) == {
         "esl_host", "esl_port", "esl_password", "esl_timeout", "control_host", "control_port",
-        "control_token", "metrics_public", "fs_port_min", "fs_port_max"}
+        "control_token", "metrics_public", "fs_port_min", "fs_port_max", "owner"}
     base = DaemonConfig()
     for s in SETTINGS:
         for name in s.fields:

@@ -11,10 +11,16 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from fleet import Fleet, NetnsUnusable, can_make_netns, free_port
+from wspeer import WSPeer
+
+from esl_audio_stream.app import events
+from esl_audio_stream.esl.connection import ESLConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -154,6 +160,59 @@ def test_fleet_falls_back_to_loopback_when_a_namespace_step_fails(tmp_path):
     assert [h.sshd.poll() is not None for h in hosts] == [True, True]  # stop() ended them
 
 
+class HostCalls:
+    """A FreeSWITCH (the simulator, a process on the host: in its namespace, on 0.0.0.0 so this
+    machine reaches it too), calls auto-started on it, and the endpoint they stream to (on this
+    machine's address towards the host)."""
+
+    def __init__(self, h, esl_port: int, password: str) -> None:
+        self.h = h
+        self.esl_port = esl_port
+        bind = "0.0.0.0" if h.netns else "127.0.0.1"
+        self.log = open(h.base / "sim.log", "w")  # noqa: SIM115
+        self.sim = subprocess.Popen(h.argv([
+            sys.executable, "-m", "esl_audio_stream.cli", "simulate", "--esl",
+            f"{bind}:{esl_port}", "--password", password, "--extension", "1000=tone:440"]),
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        self.peer = WSPeer(host=h.outside).start()
+        self.esl = ESLConnection(h.address, esl_port, password, backoff_max=0.5,
+                                 on_event=self._seen)
+        self.seen: list = []
+        self.esl.subscribe("CUSTOM", events.DISCONNECT)
+        self.esl.start()
+        assert self.esl.wait_connected(15), (h.base / "sim.log").read_text()
+        self.paths: dict[str, str] = {}
+
+    def _seen(self, event) -> None:
+        self.seen.append(event)
+
+    def call(self, n: int, mix: str) -> None:
+        """A parked call the daemon auto-starts (mono: direct; stereo: through taps)."""
+        path = f"/{self.h.name}-{n}"
+        url = f"ws://{self.h.outside}:{self.peer.port}{path}"
+        answer = self.esl.api(
+            f"originate {{AUDIO_STREAM_URL={url},AUDIO_STREAM_MIX={mix},AUDIO_STREAM_RATE=8k,"
+            f"AUDIO_STREAM_METADATA=M{path}}}loopback/1000/default &park()")
+        assert answer.startswith("+OK "), answer
+        self.paths[answer.split()[1]] = path
+
+    def conns(self, path: str) -> list:
+        return [c for c in self.peer.connections if c.path == path]
+
+    def streaming(self, generation: int) -> bool:
+        """Every call's `generation`-th connection (1: the first) has its metadata and audio."""
+        return all(len(c := self.conns(p)) >= generation and c[generation - 1].messages
+                   and c[generation - 1].messages[0] == f"M{p}"
+                   and len(c[generation - 1].binary) > 3 for p in self.paths.values())
+
+    def close(self) -> None:
+        self.esl.stop()
+        self.peer.stop()
+        self.sim.kill()
+        self.sim.wait(10)
+        self.log.close()
+
+
 @pytest.fixture
 def fleet(tmp_path):
     (tmp_path / "fleet").mkdir()
@@ -185,13 +244,13 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
     v1, v2 = fabfile.read_wheelhouse(wh1).release, fabfile.read_wheelhouse(wh2).release
     assert v1 != v2 and v2.startswith("0.1.0.post2-")
 
-    hosts, per_host, configs = fleet.hosts, {}, {}
+    hosts, per_host, configs, esls = fleet.hosts, {}, {}, {}
     # The hosts' Python is the one running this suite, which `fab build` made the wheels for:
     # their python3 may be another version (Debian 12's 3.11 when the suite runs under 3.13).
     python = os.path.realpath(sys.executable)
     for h in hosts:
         control = 8089 if h.netns else free_port()  # each namespace has its own loopback
-        esl = 8021 if h.netns else free_port()  # nothing listens: the daemon keeps retrying
+        esl = esls[h.name] = 8021 if h.netns else free_port()  # the host's simulator
         configs[h.name] = h.base / "config.toml"
         configs[h.name].write_text(
             f'[esl]\nhost = "127.0.0.1"\nport = {esl}\npassword = "test-secret"\n'
@@ -211,6 +270,16 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
                               capture_output=True, text=True, timeout=240, cwd=tmp_path,
                               env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                                    "HOME": str(tmp_path)})
+
+    def esl_up(h) -> bool:
+        """The host's daemon reached its FreeSWITCH (its /metrics says so)."""
+        control = re.search(r'listen = "([^"]+)"', configs[h.name].read_text()).group(1)
+        probe = ("import sys,urllib.request\n"
+                 "r=urllib.request.urlopen(f'http://{sys.argv[1]}/metrics',timeout=5)\n"
+                 "print('esl_audio_stream_esl_connected 1.0' in r.read().decode())")
+        done = subprocess.run(h.argv([sys.executable, "-c", probe, control]),
+                              capture_output=True, text=True, timeout=30)
+        return done.returncode == 0 and done.stdout.strip() == "True"
 
     def answers(h) -> bool:
         control = re.search(r'listen = "([^"]+)"', configs[h.name].read_text()).group(1)
@@ -235,29 +304,50 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
         assert len(lines) == 1, result.stdout + result.stderr
         return lines[0]
 
-    # 1. first deploy: every host installs, starts and answers, with no FreeSWITCH anywhere
-    first = fab("deploy", "--wheelhouse", str(wh1))
-    assert first.returncode == 0, first.stdout + first.stderr
-    for h in hosts:
-        assert outcome(first, h.name).startswith(f"{h.name}: deploy: ok: runs {v1} (")
-        assert answers(h) and running(h) == v1 == link(h, "current")
-        assert not (h.base / "opt" / "previous").exists()
+    # 1. first deploy: every host installs, starts and answers; each has a FreeSWITCH (the
+    # simulator) with two calls streaming, auto-started (one direct, one through taps)
+    calls = {h.name: HostCalls(h, esls[h.name], "test-secret") for h in hosts}
+    try:
+        first = fab("deploy", "--wheelhouse", str(wh1))
+        assert first.returncode == 0, first.stdout + first.stderr
+        for h in hosts:
+            assert outcome(first, h.name).startswith(f"{h.name}: deploy: ok: runs {v1} (")
+            assert answers(h) and running(h) == v1 == link(h, "current")
+            assert not (h.base / "opt" / "previous").exists()
+            assert wait_until(lambda h=h: esl_up(h), 15)
+            calls[h.name].call(0, "mono")
+            calls[h.name].call(1, "stereo")
+        for c in calls.values():
+            assert wait_until(lambda c=c: c.streaming(1), 10)
 
-    # 2. second version: every host switches, the first is kept as previous
-    second = fab("deploy", "--wheelhouse", str(wh2))
-    assert second.returncode == 0, second.stdout + second.stderr
-    for h in hosts:
-        assert f"ok: runs {v2}" in outcome(second, h.name)
-        assert answers(h) and running(h) == v2 == link(h, "current")
-        assert link(h, "previous") == v1
+        # 2. second version: every host switches, the first is kept as previous; the restart
+        # hands the streams over: none ends, each is carried on by the new process
+        second = fab("deploy", "--wheelhouse", str(wh2))
+        deployed = time.monotonic()
+        assert second.returncode == 0, second.stdout + second.stderr
+        for h in hosts:
+            assert f"ok: runs {v2}" in outcome(second, h.name)
+            assert answers(h) and running(h) == v2 == link(h, "current")
+            assert link(h, "previous") == v1
+        assert all(wait_until(lambda c=c: c.streaming(2), 5) for c in calls.values())
+        with capsys.disabled():
+            print(f"streams carried on {time.monotonic() - deployed:.2f} s after the deploy "
+                  "returned ", end="")
 
-    # 3. rollback: the first version runs again
-    back = fab("rollback")
-    assert back.returncode == 0, back.stdout + back.stderr
-    for h in hosts:
-        assert f"ok: rolled back from {v2}, runs {v1}" in outcome(back, h.name)
-        assert answers(h) and running(h) == v1 == link(h, "current")
-        assert link(h, "previous") == v2
+        # 3. rollback: the first version runs again; the streams go on again
+        back = fab("rollback")
+        assert back.returncode == 0, back.stdout + back.stderr
+        for h in hosts:
+            assert f"ok: rolled back from {v2}, runs {v1}" in outcome(back, h.name)
+            assert answers(h) and running(h) == v1 == link(h, "current")
+            assert link(h, "previous") == v2
+        assert all(wait_until(lambda c=c: c.streaming(3), 5) for c in calls.values())
+        for c in calls.values():  # no stream ended: no disconnect event, every call still up
+            assert not [e for e in c.seen if e.subclass == events.DISCONNECT]
+            assert all(c.esl.api(f"uuid_exists {u}") == "true" for u in c.paths)
+    finally:
+        for c in calls.values():
+            c.close()
 
     # 4. the second version again, but on h2 it crashes at start (its installed copy of v2 is
     # made to), and h3 lacks its Python: both are reported failed and stay on the first

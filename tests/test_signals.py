@@ -78,7 +78,7 @@ def test_drain_refuses_new_streams_and_ends_running_ones_cleanly(
 
     began = time.monotonic()
     drain = gevent.spawn(d.drain)
-    assert wait_until(lambda: d._closing)
+    assert wait_until(lambda: d.closing)
     refused = d.execute(f"{c} start {peer.url('/c')} mono 16k")
     assert refused.startswith("-ERR ") and "shutting down" in refused
     assert drain.get(timeout=10) is True
@@ -240,8 +240,9 @@ def procs(tmp_path):
 
 
 @pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_drains_the_streams_and_exits_0(procs, peer, signum):
+def test_drain_then_a_stop_signal_ends_the_streams_cleanly(procs, peer):
+    """`esl-audio-stream drain` (the unit's optional ExecStop) ends every stream as a stop does;
+    the stop signal after it has nothing left to hand over."""
     procs.start("-v", drain_timeout=6.0)
     uuid = originate(procs.esl)
     assert procs.ctl(f"{uuid} start {peer.url('/s')} mono 16k") == "+OK Success\n"
@@ -251,21 +252,46 @@ def test_a_stop_signal_drains_the_streams_and_exits_0(procs, peer, signum):
     call_dir = procs.files / uuid
     assert wait_until(lambda: any(call_dir.glob(f"{uuid}_*")), 3)
 
-    sent = time.monotonic()
-    procs.daemon.send_signal(signum)
-    assert procs.wait_exit(6.0 + 3) == 0
-    assert time.monotonic() - sent < 6.0 + 3  # within drain_timeout (+ process exit)
+    drained = run("drain", "--control", procs.control, timeout=20)
+    assert (drained.returncode, drained.stdout) == (0, "+OK drained 1 streams\n"), drained.stderr
     assert conn.closed.wait(2) and conn.close_code == 1000
     assert conn.texts[-1] == "goodbye"
     assert not call_dir.exists()
     assert wait_until(lambda: any(e.subclass == events.DISCONNECT
                                   and e.get(events.STREAM_UUID_HEADER) == uuid
                                   for e in procs.seen), 3)
+    refused = procs.ctl(f"{originate(procs.esl)} start {peer.url('/t')} mono 16k")
+    assert refused.startswith("-ERR ") and "shutting down" in refused
+    procs.daemon.send_signal(signal.SIGTERM)
+    assert procs.wait_exit(5) == 0
     # the caller's call goes on, re-parked, with no unicast left
     assert procs.esl.api(f"uuid_exists {uuid}") == "true"
     log = procs.logged()
     assert "draining 1 streams" in log
     assert PASSWORD not in log
+
+
+@pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_hands_the_streams_over_and_exits_at_once(procs, peer, signum):
+    """Crash-only: a stop signal never ends a stream. The endpoint is told the daemon goes away
+    (1001), no disconnect event is fired, the call keeps its record and FreeSWITCH keeps
+    streaming to the daemon's port for the next process."""
+    procs.start("-v", drain_timeout=6.0)
+    uuid = originate(procs.esl)
+    assert procs.ctl(f"{uuid} start {peer.url('/s')} mono 16k") == "+OK Success\n"
+    conn = peer.wait_connection()
+    assert wait_until(lambda: len(conn.binary) > 3)
+    sent = time.monotonic()
+    procs.daemon.send_signal(signum)
+    assert procs.wait_exit(5) == 0
+    print(f"\nexited {time.monotonic() - sent:.2f} s after the signal")
+    assert conn.closed.wait(2) and conn.close_code == 1001
+    gevent.sleep(0.3)
+    assert not any(e.subclass == events.DISCONNECT for e in procs.seen)
+    assert procs.esl.api(f"uuid_getvar {uuid} esl_audio_stream_resume") != "_undef_"
+    log = procs.logged()
+    assert "handed 1 streams over" in log and PASSWORD not in log
 
 
 @pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
@@ -306,6 +332,7 @@ def test_sighup_rereads_the_file_for_new_streams(procs, peer):
     assert {len(m) for m in three.binary} == {3200}
     assert procs.daemon.poll() is None
 
+    assert run("drain", "--control", procs.control, timeout=20).returncode == 0
     procs.daemon.send_signal(signal.SIGTERM)
     assert procs.wait_exit(12) == 0
     for conn in (one, two, three):

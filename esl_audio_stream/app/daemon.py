@@ -121,7 +121,8 @@ class Daemon:
         counting the greenlets walks the heap)."""
         r = self.reconciler
         return {"ports_in_use": self.ports.in_use, "ports_held": self.ports.held,
-                "greenlets": sum(1 for o in gc.get_objects() if isinstance(o, RawGreenlet)),
+                "greenlets": sum(1 for o in gc.get_objects()
+                                 if isinstance(o, RawGreenlet) and not o.dead),
                 "streams_carried_on": r.carried_on, "streams_orphaned": r.orphans_ended,
                 "streams_forgotten": r.forgotten, "records_written": self.keeper.written}
 

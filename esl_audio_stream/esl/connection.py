@@ -134,6 +134,15 @@ class ESLConnection:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def local_port(self) -> int:
+        """This connection's own TCP port (0 while not connected)."""
+        sock = self._sock
+        try:
+            return sock.getsockname()[1] if sock is not None else 0
+        except OSError:
+            return 0
+
     def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("ESLConnection already started")

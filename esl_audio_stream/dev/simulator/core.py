@@ -77,10 +77,11 @@ class Simulator:
         sw.all.clear()
 
     # -- faults (for tests) -------------------------------------------------------------------
-    def cut_esl(self, seconds: float) -> gevent.Greenlet:
-        """Drop every ESL connection and refuse new ones for `seconds` (connection refused);
-        calls and their media go on meanwhile. Returns the greenlet that brings it back."""
-        self.esl.go_away()
+    def cut_esl(self, seconds: float, spare: tuple[int, ...] = ()) -> gevent.Greenlet:
+        """Drop every ESL connection (but those from the client ports in `spare`) and refuse
+        new ones for `seconds` (connection refused); calls and their media go on meanwhile.
+        Returns the greenlet that brings it back."""
+        self.esl.go_away(spare)
         return gevent.spawn_later(seconds, self._esl_back)
 
     def _esl_back(self) -> None:

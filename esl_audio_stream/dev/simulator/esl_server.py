@@ -86,11 +86,17 @@ class EslServer:
         self._server.start()
         self.bind = self._server.address[:2]  # a port of 0 is chosen once: it stays ours
 
-    def go_away(self) -> None:
+    def go_away(self, spare: tuple[int, ...] = ()) -> None:
         """The listener closes and every client is dropped at once (FreeSWITCH gone, or its
         event socket reloaded): clients trying meanwhile are refused. `start()` brings it back
-        on the same address."""
-        self.close()
+        on the same address. `spare`: the client ports of connections that stay (a partition
+        between FreeSWITCH and one client leaves the others alone)."""
+        if self._server is not None:
+            self._server.close()
+            self._server.stop(timeout=0)
+        for conn in list(self.connections):
+            if conn.address[1] not in spare:
+                conn.kill()
         self._server = None
 
     @property
