@@ -276,6 +276,11 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
+    if ns.scan:
+        from .dev.scanbench import run_scan
+
+        run_scan(channels=ns.scan)
+        return 0
     from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
@@ -358,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--source", choices=("direct", "taps"), default="direct",
                        help="unicast on the call itself, or loopback taps (as for bridged calls)")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
+    bench.add_argument("--scan", type=int, default=0, metavar="N",
+                       help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)
     soak = sub.add_parser("soak", help="simulated calls with churn for a long while: what the "
                           "daemon holds (RSS, fds, greenlets, ports, files), now and then")
