@@ -253,10 +253,14 @@ def test_simulator_wedges_a_call_that_uses_both_injection_paths(esl, sim, tmp_pa
     assert esl.api(f"uuid_displace {uuid} start {path} 0 mux") == "+OK Success\n"
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
-    esl.sendmsg(uuid, {"call-command": "unicast", "local-ip": "127.0.0.1", "local-port": "14999",
-                       "remote-ip": "127.0.0.1", "remote-port": str(rx.getsockname()[1])})
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:  # a port nobody holds now
+        free.bind(("127.0.0.1", 0))
+        fs_port = free.getsockname()[1]
+    esl.sendmsg(uuid, {"call-command": "unicast", "local-ip": "127.0.0.1",
+                       "local-port": str(fs_port), "remote-ip": "127.0.0.1",
+                       "remote-port": str(rx.getsockname()[1])})
     assert wait_until(lambda: sim.channel(uuid).unicast_active, 2)
-    rx.sendto(bytes(320), ("127.0.0.1", 14999))
+    rx.sendto(bytes(320), ("127.0.0.1", fs_port))
     assert wait_until(lambda: sim.channel(uuid).wedged, 2)
     assert esl.api(f"uuid_kill {uuid}") == "+OK\n"
     gevent.sleep(0.3)

@@ -92,8 +92,7 @@ class EslServer:
         on the same address. `spare`: the client ports of connections that stay (a partition
         between FreeSWITCH and one client leaves the others alone)."""
         if self._server is not None:
-            self._server.close()
-            self._server.stop(timeout=0)
+            self._server.close()  # the listening socket only: stop() would kill every handler
         for conn in list(self.connections):
             if conn.address[1] not in spare:
                 conn.kill()
@@ -115,7 +114,6 @@ class EslServer:
         """Stop accepting and drop every client now."""
         if self._server is not None:
             self._server.close()
-            self._server.stop(timeout=0)
         for conn in list(self.connections):
             conn.kill()
 
