@@ -14,6 +14,9 @@ from wspeer import WSPeer
 from esl_audio_stream.app import events
 from esl_audio_stream.call.link import Link
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
+
 
 def parked_call(esl, variables: str = "") -> str:
     extra = f",{variables}" if variables else ""

@@ -55,7 +55,8 @@ class AudioOut(Protocol):
 
 
 class Pacer(Protocol):
-    """The player, as the pipeline sees it: one frame per slot while it plays."""
+    """The player, as the pipeline sees it: one frame per slot while it plays (and, for a
+    native pump, `on_queued`: told before audio is queued)."""
 
     @property
     def playing(self) -> bool: ...
@@ -173,8 +174,11 @@ class FramePipeline:
         """The frames fed here pace `player` (one slot each) from now on; None: they do not
         (nothing plays, or something else paces it). `in_tap`: tags of what FreeSWITCH already
         puts in the write tap, not to be added again."""
-        if self.native is not None:
-            self.native.leave()
+        native = self.native
+        if native is not None:
+            native.leave()
+            if player is not None:
+                player.on_queued = native.leave  # type: ignore[attr-defined]
         self._player = player
         self._in_tap = in_tap
         if self._chunker is not None:
@@ -236,8 +240,11 @@ class FramePipeline:
     @property
     def steady(self) -> bool:
         """Every caller frame now only goes out (`_emit`): set up, mono, not paused, nothing
-        paced -- what a native pump can do instead."""
-        return self._route == self._emit and not self.paused
+        playing -- what a native pump can do instead."""
+        route = self._route
+        if route == self._mono_paced:
+            return not self.paused and not self._player.playing  # type: ignore[union-attr]
+        return route == self._emit and not self.paused
 
     def lend(self) -> Lent:
         """What a native pump takes while it carries the steady state (only when `steady`)."""
@@ -358,6 +365,8 @@ class FramePipeline:
         player = self._player
         if player.playing:  # type: ignore[union-attr]
             player.next_frame()  # type: ignore[union-attr]
+        elif self.native is not None:  # played out: the pump may carry the frames again
+            self.native.rejoin()
 
     def _clocked(self, frame: bytes) -> None:
         """stereo/mixed of the call's own unicast: each caller frame with what the call hears in

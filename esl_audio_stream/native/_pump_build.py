@@ -60,6 +60,7 @@ ffibuilder.cdef(
     int eas_engine_run(eas_engine *e, int fresh);
     int eas_engine_resume(eas_engine *e, eas_pump *p);
     int eas_pump_feed(eas_engine *e, eas_pump *p, const char *data, uint32_t n);
+    void eas_engine_set_room(eas_engine *e, int64_t room, int err);
     uint32_t eas_engine_captured(eas_engine *e, const unsigned char **data);
     """
 )

@@ -466,6 +466,12 @@ int eas_pump_feed(eas_engine *e, eas_pump *p, const char *data, uint32_t n) {
     return p->why;
 }
 
+/* Tests: the capture takes `room` more bytes (< 0: any), or fails with `err` (!= 0). */
+void eas_engine_set_room(eas_engine *e, int64_t room, int err) {
+    e->cap_room = room;
+    e->cap_errno = err;
+}
+
 /* Tests: what the capture holds, emptied. */
 uint32_t eas_engine_captured(eas_engine *e, const unsigned char **data) {
     uint32_t n = e->cap_len;

@@ -28,6 +28,7 @@ binary L16.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from socket import socket
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,14 @@ if TYPE_CHECKING:
 
 _LIVE = LinkState.LIVE
 _ALL_BITS = (1 << 64) - 1
+_WHY = {} if lib is None else {
+    lib.EAS_SHORT: "short", lib.EAS_SEND_ERROR: "send_error", lib.EAS_MASKS: "masks",
+    lib.EAS_RECV_ERROR: "recv_error", lib.EAS_RESAMPLE_ERROR: "resample_error"}
+
+
+def _frame_size(payload: int) -> int:
+    """A masked binary frame's bytes (ws/framing.py's header lengths)."""
+    return payload + (6 if payload < 126 else 8 if payload < 65536 else 14)
 
 
 class Pump:
@@ -58,6 +67,7 @@ class Pump:
         self._link = link
         self._engine = engine()
         self.st: Any = None  # the C state, made on the first arming (the rates are known then)
+        self._chunk = 0
         self.armed = False
         self._reader: PumpedReader | None = None
         self._out: Outgoing | None = None
@@ -67,7 +77,8 @@ class Pump:
         self._in_at_arm = 0  # ... until C has one of its own
         self._arming = False  # an arming is scheduled
         self._closed = False
-        self.arms = 0  # times C took control (tests, the bench's profile)
+        self.arms = 0  # times C took control (tests, the bench's profile) ...
+        self.stops: Counter[str] = Counter()  # ... and why it gave control back
         pipeline.native = self
         link.on_state = self._link_state
 
@@ -145,6 +156,7 @@ class Pump:
             if made == ffi.NULL:
                 return
             st = self.st = ffi.gc(made, lib.eas_pump_free)
+            self._chunk = chunk
         fd, writer = target
         st.udp_fd = reader.fd
         st.tcp_fd = fd
@@ -199,6 +211,7 @@ class Pump:
             self._timer.observe(st.sample)  # type: ignore[union-attr]
             self._out.last_out = st.last_out  # type: ignore[union-attr]
             return
+        self.stops[_WHY.get(why, "other")] += 1
         if why == lib.EAS_MASKS:  # the pool used up: a new block, as FrameWriter would draw
             self._writer.refill_masks()  # type: ignore[union-attr]
             if lib.eas_engine_resume(self._engine.c, st) != lib.EAS_STEADY:
@@ -209,6 +222,8 @@ class Pump:
         out, link, reader = self._out, self._link, self._reader
         if why == lib.EAS_SHORT:  # Outgoing._put: the rest is the connection's; it blocks
             rest = ffi.buffer(st.rest, st.rest_len)[:]
+            if len(rest) == _frame_size(self._chunk):
+                self.stops["eagain"] += 1  # of which nothing of the frame was taken
             self._disarm(restart=True)
             out.keep(rest)  # type: ignore[union-attr]
         elif why == lib.EAS_SEND_ERROR:  # Link._send_live: the connection ends, the chunk waits
