@@ -13,6 +13,8 @@ from helpers.audio import stream_audio, tone
 from helpers.calls import originate, start
 from helpers.native import needs_native
 
+from esl_audio_stream.call.link import Link
+from esl_audio_stream.call.pipeline import FramePipeline
 from esl_audio_stream.native import pump as native_pump
 from esl_audio_stream.ws.framing import FrameWriter
 from esl_audio_stream.ws.outgoing import Outgoing
@@ -139,3 +141,35 @@ def test_what_the_pump_may_not_carry_has_no_native_target():
     finally:
         ours.close()
         theirs.close()
+
+
+@needs_native
+@pytest.mark.parametrize(("url", "mix", "rate", "encoded", "carried"), [
+    ("ws://x/", "mono", 16000, False, True),
+    ("WS://x/", "mono", 8000, False, True),
+    ("wss://x/", "mono", 16000, False, False),  # TLS: Python's ssl does the sending
+    ("ws://x/", "stereo", 16000, False, False),  # paired frames: the Python path's
+    ("ws://x/", "mono", 11025, False, False),  # chunk sizes alternate
+    ("ws://x/", "mono", 8000, True, False),  # a protocol encodes the audio (G.711, Twilio)
+])
+def test_which_streams_a_pump_may_carry(url, mix, rate, encoded, carried):
+    pipe = FramePipeline(mix=mix, stream_rate=rate, buffer_ms=20,
+                         pairing="none" if mix == "mono" else "clock", now=lambda: 0.0)
+    link = Link(url, uuid="u", fire=lambda s, b: None, on_text=lambda t: None,
+                on_binary=lambda b: None, on_gone=lambda c, r: None, metadata=None,
+                reconnect=False, backlog_bytes=1 << 16)
+    pipe.out = link if not encoded else Encoded(link)
+    pump = native_pump.carrier(pipe, link)
+    assert (pump is not None) == carried
+    if pump is not None:
+        assert pipe.native is pump and link.on_state is not None
+        pump.close()
+        assert pipe.native is None and link.on_state is None
+
+
+class Encoded:
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def send(self, chunk: bytes) -> bool:
+        return self.link.send(chunk[::2])

@@ -37,6 +37,7 @@ import gevent
 
 from ..call.link import LinkState
 from ..call.reader import FrameReader
+from ..media.frames import chunk_pattern
 from ..media.resample import ResamplerError
 from .engine import AVAILABLE, engine, ffi, lib
 
@@ -299,5 +300,11 @@ class PumpedReader:
 
 
 def carrier(pipeline: FramePipeline, link: Link) -> Pump | None:
-    """A pump for this stream, or None where the extension was not built."""
-    return Pump(pipeline, link) if AVAILABLE else None
+    """A pump for this stream; None where the extension was not built, or for a stream it would
+    never carry: not mono, not ws://, audio that is not the link's own binary L16 (a protocol's
+    encoding), chunk sizes that alternate."""
+    if (not AVAILABLE or pipeline.mix != "mono" or pipeline.out is not link
+            or not link.url.lower().startswith("ws://")
+            or len(chunk_pattern(pipeline.stream_rate, pipeline.buffer_ms)) != 1):
+        return None
+    return Pump(pipeline, link)
