@@ -141,7 +141,7 @@ class TwilioMediaStreams:
 
     def _first(self, chunk: bytes) -> bool:
         """The first chunk (of the stream, or after a pause): its timestamp is now."""
-        self._ts = int((self._clock() - self._t0) * 1000)
+        self._ts = round((self._clock() - self._t0) * 1000)
         self.send = self._steady
         return self._steady(chunk)
 
