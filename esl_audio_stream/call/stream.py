@@ -318,8 +318,8 @@ class Stream(StreamReadings, EndpointAnswers):
     def on_dtmf(self, digit: str, duration_ms: int) -> None:
         """A key the caller pressed (app/dtmf.py: once, in order): told to the endpoint as the
         protocol says, at once -- also while paused; while connecting, after the greeting."""
-        text = self.protocol.dtmf(digit, duration_ms)
-        if text is None or self.lifecycle not in LIVE:
+        text = self.protocol.dtmf(digit, duration_ms) if self.lifecycle in LIVE else None
+        if text is None:  # not told (or the stream is ending): its numbering is not used up
             return
         link = self._link
         if link is None:
