@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import gevent
 import pytest
@@ -294,3 +295,42 @@ def test_a_carried_on_stream_keeps_its_protocol_and_stream_sid(tmp_path, crash_s
         peer.stop()
         daemon.close()
         esl.stop()
+
+
+def test_a_mark_comes_back_no_earlier_than_its_audio_has_played(esl, daemon, peer, sim):
+    """Two media messages, a mark after each: each mark is echoed no earlier than the audio
+    queued before it takes to play (what the call got is all of it, one after the other)."""
+    uuid = twilio_call(esl, ext="3000")
+    conn, sid = start(daemon, peer, uuid)
+    queued = time.monotonic()
+    for name in ("half", "whole"):
+        peer.send_text(conn, media_message(sid, tone(600, 0.5, 8000)))
+        peer.send_text(conn, mark_message(sid, name))
+    assert wait_until(lambda: sum(event_of(m) == "mark" for m in conn.messages) == 2, 5)
+    at = {check_mark(m, sid)[1]: t - queued for m, t in zip(conn.messages, conn.times,
+                                                              strict=False)
+          if event_of(m) == "mark"}
+    print(f"\nmarks echoed {at['half']:.3f} s and {at['whole']:.3f} s after 0.5 s + 0.5 s of "
+          "audio was queued")
+    assert at["half"] >= 0.5 and at["whole"] >= 1.0  # its last frame heard, not just sent
+    assert len(sim.channel(uuid).written) == 16000  # 1 s at 8 kHz: both, in full
+    check_sequence(conn.messages)
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_a_longer_buffer_puts_that_many_ms_in_each_media_message(esl, daemon, peer):
+    """STREAM_BUFFER_SIZE=100: 800 µ-law bytes a message, chunk counts messages, the timestamp
+    goes 100 ms a message; plain-text metadata is customParameters.metadata."""
+    uuid = twilio_call(esl, extra=",STREAM_BUFFER_SIZE=100")
+    n = len(peer.connections)
+    assert daemon.execute(f"{uuid} start {peer.url('/b')} mono 8k lang-fr") == "+OK Success\n"
+    conn = peer.wait_connection(n + 1)
+    assert wait_until(lambda: len(conn.messages) >= 12, 5)
+    check_connected(conn.messages[0])
+    sid = check_start(conn.messages[1], call_sid=uuid, tracks=["inbound"],
+                      custom={"metadata": "lang-fr"}, account_sid=TWILIO_ACCOUNT_SID)
+    medias = media_of(conn.messages[2:], sid, ms=100)
+    assert len(medias) >= 10
+    check_numbering(medias, ["inbound"], ms=100)
+    assert abs(dominant_frequency(b"".join(m.pcm for m in medias), 8000) - 440) <= 5
+    esl.api(f"uuid_kill {uuid}")

@@ -284,3 +284,40 @@ def test_per_frame_cost_measured() -> None:
     rows.append(("mod_audio_stream pcmu", (time.perf_counter() - t0) / 50_000 * 1e6))
     print("\nper 20 ms frame, on to the link: " + ", ".join(f"{k} {v:.2f} us" for k, v in rows))
     assert all(v > 0 for _, v in rows)
+
+
+def test_a_twilio_mark_is_answered_when_its_last_frame_has_been_heard(tmp_path) -> None:
+    """The player answers a mark a slot after its last frame was handed to FreeSWITCH (that
+    frame has then been heard); a clear, a pause's idle or a new mark do not strand it."""
+    from esl_audio_stream.call.player import InjectPlayer
+    from esl_audio_stream.media.decode import Chunk
+
+    marks: list[tuple[str, str]] = []
+    player = InjectPlayer("u", write=lambda f: True, fire=lambda *a: None,
+                          send_mark=lambda name, event: marks.append((name, event)),
+                          channel_rate=8000, files_dir=tmp_path, marks_when_heard=True)
+    pcm = bytes(1600)  # 5 frames
+    player.play(Chunk(pcm, 8000, "raw", pcm, {}))
+    player.mark("m")
+    for _ in range(5):
+        player.next_frame()
+    assert marks == [] and player.pending_marks == ["m"]  # its last frame plays in this slot
+    player.mark("after")  # nothing queued, but the last frame is still being heard
+    player.next_frame()
+    assert marks == [("m", "playout"), ("after", "playout")] and player.pending_marks == []
+    player.play(Chunk(pcm, 8000, "raw", pcm, {}))
+    player.mark("x")
+    player.play(Chunk(pcm, 8000, "raw", pcm, {}))
+    player.mark("y")
+    for _ in range(5):
+        player.next_frame()
+    player.clear()  # x was heard, y was not
+    assert marks[2:] == [("x", "playout"), ("y", "cleared")]
+    idle: list[bool] = []
+    player.play(Chunk(pcm, 8000, "raw", pcm, {}))
+    player.mark("z")
+    player.when_idle(lambda: idle.append(True))
+    for _ in range(5):
+        player.next_frame()
+    assert idle == [True] and marks[-1] == ("z", "playout")  # no slot may follow a pause
+    player.close()

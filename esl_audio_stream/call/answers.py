@@ -118,7 +118,8 @@ class EndpointAnswers:
         self.player = player = _PLAYERS[playback.mode](
             self.uuid, fire=self._fire, send_mark=self._send_mark, channel_rate=rate,
             files_dir=cfg.files_dir, files_group=cfg.files_group, api=self.host.esl.api,
-            suppress_log=self.settings.suppress_log, marks_changed=self._save, **extra)
+            suppress_log=self.settings.suppress_log, marks_changed=self._save,
+            marks_when_heard=self.protocol.marks_when_heard, **extra)
         self.playback = playback
         self._source.attach(player)
         if playback.paced_here:

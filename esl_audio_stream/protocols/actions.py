@@ -74,6 +74,9 @@ class WireProtocol(Protocol):
     name: str
     #: Audio goes in text frames (already UTF-8 encoded by audio_out), not binary ones.
     audio_as_text: bool
+    #: A mark is answered when its last frame has been heard, a slot after it was handed to
+    #: FreeSWITCH (Twilio: "played"); else as it is handed over (mod_audio_stream's).
+    marks_when_heard: bool
 
     @property
     def wire_bytes_per_second(self) -> int:

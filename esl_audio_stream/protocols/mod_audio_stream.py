@@ -33,6 +33,7 @@ from .actions import Action, AudioOut, Clear, Link, Mark, Play, Refuse, Relay
 class ModAudioStream:
     name = "mod_audio_stream"
     audio_as_text = False
+    marks_when_heard = False  # as it always was: when the last frame is handed over
 
     def __init__(self, *, metadata: str | None, stream_rate: int,
                  max_audio_bytes: int = 8 << 20, encoding: str = "l16",

@@ -73,6 +73,7 @@ class TwilioMediaStreams:
 
     name = "twilio"
     audio_as_text = True
+    marks_when_heard = True  # "when the media sent before it has completed playing"
 
     def __init__(self, *, call_sid: str, account_sid: str, metadata: str | None, mix: str,
                  buffer_ms: int, clock: Callable[[], float], epoch: Callable[[], float],
