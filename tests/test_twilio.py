@@ -6,8 +6,10 @@ what was written into it) and by the stream itself (the outbound track, the echo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+from dataclasses import replace
 
 import gevent
 import pytest
@@ -31,10 +33,12 @@ from helpers.twilio import (
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
+from esl_audio_stream.app.config import ConfigError, load_config
 from esl_audio_stream.app.config_table import TWILIO_ACCOUNT_SID
 from esl_audio_stream.dev.analysis import dominant_frequency, tone_amplitude
 from esl_audio_stream.dev.simulator import Simulator
 from esl_audio_stream.esl.connection import ESLConnection
+from esl_audio_stream.service import build_daemon
 
 
 def twilio_call(esl, ext: str = "1000", rate: int = 8000, extra: str = "") -> str:
@@ -334,3 +338,41 @@ def test_a_longer_buffer_puts_that_many_ms_in_each_media_message(esl, daemon, pe
     check_numbering(medias, ["inbound"], ms=100)
     assert abs(dominant_frequency(b"".join(m.pcm for m in medias), 8000) - 440) <= 5
     esl.api(f"uuid_kill {uuid}")
+
+
+def test_the_protocol_and_account_sid_from_the_daemon_s_configuration(esl, sim, peer, tmp_path):
+    """STREAM_PROTOCOL as a daemon default ([stream_defaults]) and streams.twilio_account_sid
+    from the file; a channel's own STREAM_PROTOCOL wins."""
+    cfg = load_config('[streams]\ntwilio_account_sid = "AC0123456789abcdef0123456789abcdef"\n'
+                      '[stream_defaults]\nSTREAM_PROTOCOL = "twilio"\n', {}, {})
+    assert cfg.twilio_account_sid == "AC0123456789abcdef0123456789abcdef"
+    base = 12000 + (os.getpid() % 35) * 100  # as conftest's daemon takes them
+    d = build_daemon(replace(cfg, esl_host=sim.address[0], esl_port=sim.address[1],
+                             esl_password="ClueCon", control_port=0, fs_port_min=base,
+                             fs_port_max=base + 99, files_dir=str(tmp_path / "files")))
+    d.start()
+    try:
+        assert d.esl.wait_connected(5)
+        by_default = twilio_call(esl)  # STREAM_PROTOCOL=twilio on the channel too
+        plain = esl.api("originate {channel_rate=8000}loopback/1000/default &park()").split()[1]
+        its_own = esl.api("originate {channel_rate=8000,STREAM_PROTOCOL=mod_audio_stream}"
+                          "loopback/1000/default &park()").split()[1]
+        for uuid in (plain, its_own):
+            assert wait_until(lambda u=uuid: esl.api(f"uuid_getvar {u} current_application")
+                              == "park")
+        conns = []
+        for uuid in (by_default, plain, its_own):
+            assert d.execute(f"{uuid} start {peer.url('/' + uuid)} mono 8k") == "+OK Success\n"
+            conns.append(peer.wait_connection(len(conns) + 1))
+        assert all(wait_until(lambda c=c: len(c.messages) >= 5, 5) for c in conns)
+        for conn, uuid in zip(conns[:2], (by_default, plain), strict=True):
+            check_connected(conn.messages[0])  # the daemon's default: Twilio
+            check_start(conn.messages[1], call_sid=uuid, tracks=["inbound"], custom={},
+                        account_sid="AC0123456789abcdef0123456789abcdef")
+        assert all(isinstance(m, bytes) for m in conns[2].messages)  # the channel's own wins
+        with pytest.raises(ConfigError, match="twilio_account_sid"):
+            load_config('[streams]\ntwilio_account_sid = ""\n', {}, {})
+        with pytest.raises(ConfigError, match="STREAM_PROTOCOL"):
+            load_config('[stream_defaults]\nSTREAM_PROTOCOL = "sip"\n', {}, {})
+    finally:
+        d.stop()
