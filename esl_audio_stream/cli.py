@@ -284,7 +284,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
-                     source=ns.source, mix=ns.mix)
+                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -363,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--source", choices=("direct", "taps"), default="direct",
                        help="unicast on the call itself, or loopback taps (as for bridged calls)")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
+    bench.add_argument("--protocol", choices=("mod_audio_stream", "twilio"),
+                       default="mod_audio_stream", help="twilio: give --rate 8000")
+    bench.add_argument("--encoding", choices=("l16", "pcmu", "pcma"), default="l16",
+                       help="mod_audio_stream's audio on the wire (G.711: --rate 8000)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)

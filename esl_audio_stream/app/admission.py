@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..call.host import StreamHost
 from ..call.stream import Stream
 from ..esl.connection import ESLError
+from ..protocols import choose as protocols
 from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
@@ -45,6 +46,7 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None) -> Strea
             settings = settings_from_variables(
                 variables_from_dump(channel), d.config.stream_defaults,
                 warn=lambda text: log.warning("%s: %s", uuid, text))
+            protocols.check(settings, cmd.rate, record.protocol if record is not None else None)
         except SettingsError as exc:
             d.calls.forget(uuid)
             raise CommandError(str(exc)) from None

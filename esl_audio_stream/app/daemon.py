@@ -25,7 +25,7 @@ from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
 from ..media.files import clean_base
 from ..media.unicast import PortPool
-from . import commands, events, intake
+from . import commands, dtmf, events, intake
 from .admission import admit, channel_info
 from .calls import Calls, initial_state
 from .commands import CommandError
@@ -77,7 +77,7 @@ class Daemon:
         )
         # Our own events too: one routed through a parked channel is confirmed when it comes
         # back, and fired again if the channel never fires it (see outbox.py).
-        self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
+        self.esl.subscribe(*CHANNEL_EVENTS, "DTMF", *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
                            intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
         self.streams: dict[str, Stream] = {}
@@ -87,6 +87,7 @@ class Daemon:
         self.keeper = Keeper(self.esl, self.owner, heartbeat=cfg.orphan_timeout / 3)
         self.reconciler = Reconciler(self)
         self.calls = Calls()  # the streamed calls' states, the tap channels' owners
+        self.keys = dtmf.KeyRouter()  # the caller's keys, once each, to their streams
         self.outbox = Outbox()  # how events are routed, kept while ESL is down, fired again
         self._checker: gevent.Greenlet | None = None
         # greenlets running commands that came as events, and events fired again
@@ -335,6 +336,9 @@ class Daemon:
 
     def _on_event(self, event: Event) -> None:
         name = event.name
+        if name == "DTMF":
+            self.keys.route(event.headers, self.streams, self.calls.tap_owners, time.monotonic())
+            return
         if name == "CUSTOM" or (not name and event.subclass):
             seq = event.get(events.ROUTED_HEADER)
             if seq is not None:  # one of ours, delivered by the channel

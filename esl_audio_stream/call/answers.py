@@ -19,7 +19,7 @@ from .state import LIVE
 if TYPE_CHECKING:
     from ..app.config import DaemonConfig
     from ..app.settings import StreamSettings
-    from ..protocols.actions import Action, WireProtocol
+    from ..protocols.actions import Action, Actions, WireProtocol
     from .host import StreamHost
     from .link import Link
     from .pipeline import FramePipeline
@@ -51,10 +51,17 @@ class EndpointAnswers:
     def _save(self) -> None: ...
 
     def _on_text(self, text: str) -> None:
-        self._carry_out(self.protocol.on_text(text))
+        self._carry_out_all(self.protocol.on_text(text))
 
     def _on_binary(self, data: bytes) -> None:
-        self._carry_out(self.protocol.on_binary(data))
+        self._carry_out_all(self.protocol.on_binary(data))
+
+    def _carry_out_all(self, actions: Actions) -> None:
+        if type(actions) is tuple:  # several, in order (a Twilio mark: relayed, then kept)
+            for action in actions:
+                self._carry_out(action)
+        else:
+            self._carry_out(actions)  # type: ignore[arg-type]
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, Relay):
@@ -111,7 +118,8 @@ class EndpointAnswers:
         self.player = player = _PLAYERS[playback.mode](
             self.uuid, fire=self._fire, send_mark=self._send_mark, channel_rate=rate,
             files_dir=cfg.files_dir, files_group=cfg.files_group, api=self.host.esl.api,
-            suppress_log=self.settings.suppress_log, marks_changed=self._save, **extra)
+            suppress_log=self.settings.suppress_log, marks_changed=self._save,
+            marks_when_heard=self.protocol.marks_when_heard, **extra)
         self.playback = playback
         self._source.attach(player)
         if playback.paced_here:

@@ -26,7 +26,7 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
-from ..protocols.mod_audio_stream import ModAudioStream
+from ..protocols import choose as protocols
 from ..ws.errors import WSError
 from .answers import EndpointAnswers
 from .direct import DirectSource
@@ -70,11 +70,16 @@ class Stream(StreamReadings, EndpointAnswers):
         self.done = gevent.event.Event()  # set once everything is released
         self._started = gevent.event.Event()  # set once start() has finished, either way
         self._peer_close: tuple[int, str] | None = None
-        self.protocol = ModAudioStream(metadata=cmd.metadata, stream_rate=cmd.rate,
-                                       max_audio_bytes=self.config.max_audio_bytes)
         #: What a previous daemon process left on the call, when this stream carries it on.
         self.resumed = resumed
         self.started_epoch = resumed.started if resumed is not None else time.time()
+        #: What the endpoint is spoken to in (protocols/): a carried-on stream keeps its own.
+        self.protocol = protocols.make(
+            resumed.protocol if resumed is not None else self.settings.protocol,
+            uuid=self.uuid, metadata=cmd.metadata, rate=cmd.rate, mix=cmd.mix,
+            settings=self.settings, account_sid=self.config.twilio_account_sid,
+            max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
+            resumed=resumed.extra if resumed is not None else None)
         #: Where the audio comes from: "direct" or "taps" (see call/sources.py).
         self.source = resumed.source if resumed is not None else self._choose_source()
         self.pipeline = self._make_pipeline(channel_rate)
@@ -157,12 +162,13 @@ class Stream(StreamReadings, EndpointAnswers):
         self._source = (DirectSource(env, pipeline, on_moved=self._save)
                         if self.source == "direct"
                         else TapSource(env, pipeline, self.mix, on_moved=self._save))
-        channels = 2 if self.mix == "stereo" else 1
+        protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
             on_binary=self._on_binary, on_gone=self._on_gone, metadata=self.metadata,
+            greeting=protocol.greeting, audio_as_text=protocol.audio_as_text,
             reconnect=st.reconnect,
-            backlog_bytes=int(cfg.reconnect_buffer_seconds * self.rate) * 2 * channels,
+            backlog_bytes=int(cfg.reconnect_buffer_seconds * protocol.wire_bytes_per_second),
             headers=st.extra_headers, deflate=st.deflate, heartbeat=st.heartbeat,
             ssl_context=ssl_context, connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout)
@@ -206,7 +212,7 @@ class Stream(StreamReadings, EndpointAnswers):
             metadata=self.metadata, source=self.source, protocol=self.protocol.name,
             paused=self.lifecycle is S.PAUSED,
             marks=tuple(player.pending_marks) if player is not None else (),
-            started=self.started_epoch, **parts)
+            started=self.started_epoch, extra=self.protocol.record_extra(), **parts)
 
     def _save(self) -> None:
         """Something the record says changed (ports, taps, pause, marks): written soon, in the
@@ -287,6 +293,7 @@ class Stream(StreamReadings, EndpointAnswers):
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             raise CommandError(str(exc)) from None
         self.pipeline.resume()
+        self.protocol.resume()
         self.lifecycle = advance(self.lifecycle, S.STREAMING)
         self._save()
 
@@ -307,6 +314,18 @@ class Stream(StreamReadings, EndpointAnswers):
             self._source.on_call_event(name)
         if self.player is not None:
             self.player.on_call_event(name, application, data)
+
+    def on_dtmf(self, digit: str, duration_ms: int) -> None:
+        """A key the caller pressed (app/dtmf.py: once, in order): told to the endpoint as the
+        protocol says, at once -- also while paused; while connecting, after the greeting."""
+        text = self.protocol.dtmf(digit, duration_ms) if self.lifecycle in LIVE else None
+        if text is None:  # not told (or the stream is ending): its numbering is not used up
+            return
+        link = self._link
+        if link is None:
+            self._pending_texts.append(text)
+        else:
+            link.send_text(text)
 
     def tap_gone(self, tap_uuid: str) -> None:
         if self._source is not None and self.lifecycle in LIVE:
@@ -356,8 +375,10 @@ class Stream(StreamReadings, EndpointAnswers):
                 self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
             elif link is not None and link.is_open:
                 code, reason = 1000, events.CLOSE_REASONS[1000]
-                goodbye = self.protocol.goodbye(text)
-                link.close(code, reason, goodbye[0] if goodbye else None)
+                *before, last = self.protocol.goodbye(text) or [None]
+                for message in before:  # in order, after what is queued
+                    link.send_text(message)
+                link.close(code, reason, last)
                 self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
             elif link is not None:
                 link.close()  # reconnecting: stop trying (the drop was reported when it came)

@@ -71,9 +71,12 @@ def run_sink(port_file: str, result_file: str) -> int:
 
 
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
-              channel_rate: int = 8000, source: str = "direct", mix: str = "mono") -> int:
+              channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
+              protocol: str = "mod_audio_stream", encoding: str = "l16") -> int:
     """`source` direct: unicast on each parked call; taps: loopback taps on it (one for mono,
-    two for stereo/mixed), as for a bridged call, so the two costs can be set side by side."""
+    two for stereo/mixed), as for a bridged call, so the two costs can be set side by side.
+    `protocol` twilio: Twilio Media Streams (µ-law in base64 JSON, 8 kHz only); `encoding`:
+    mod_audio_stream's STREAM_AUDIO_ENCODING (l16, or G.711 at 8 kHz)."""
     import gevent
 
     from ..esl.connection import ESLConnection
@@ -109,7 +112,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         uuids = []
         for _ in range(calls):
             answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true,"
-                             f"STREAM_SOURCE={source}}}loopback/1000/default &park()")
+                             f"STREAM_SOURCE={source},STREAM_PROTOCOL={protocol},"
+                             f"STREAM_AUDIO_ENCODING={encoding}}}loopback/1000/default &park()")
             uuids.append(answer.split()[1])
         failed = 0
         for uuid in uuids:
@@ -153,8 +157,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     cpu1, cpu2 = u1 + s1, u2 + s2
     frames_in = sum(r["frames_in"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
+    wire = protocol if protocol == "twilio" else f"{protocol} {encoding}"
     print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
-          f"{rate} Hz {mix}, source {source}, {t2 - t1:.1f} s measured")
+          f"{rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s measured")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")

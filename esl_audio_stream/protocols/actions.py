@@ -1,9 +1,10 @@
 """What an endpoint's message asks the stream to do, and what a wire protocol must provide.
 
-A protocol turns each message from the endpoint into one action (pure: no sockets, no player);
-the stream carries actions out -- playback to the player, relays and refusals to FreeSWITCH as
-events. Outgoing, it says what opens each connection, how audio chunks are sent, how a mark is
-answered and what ends the stream.
+A protocol turns each message from the endpoint into an action, or a few (pure: no sockets, no
+player); the stream carries them out -- playback to the player, relays and refusals to
+FreeSWITCH as events. Outgoing, it says what opens each connection, how audio chunks are sent
+(its `audio_out`, on the per-frame path), how a mark is answered, how a caller's key is told,
+what ends the stream, and what a next daemon process needs to carry its numbering on.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Refuse:
 
 
 Action = Play | Mark | Clear | Relay | Refuse
+#: What one message asks: an action, or several in order (Twilio's mark: relayed, then kept).
+Actions = Action | tuple[Action, ...]
 
 
 class AudioOut(Protocol):
@@ -69,6 +72,16 @@ class Link(Protocol):
 
 class WireProtocol(Protocol):
     name: str
+    #: Audio goes in text frames (already UTF-8 encoded by audio_out), not binary ones.
+    audio_as_text: bool
+    #: A mark is answered when its last frame has been heard, a slot after it was handed to
+    #: FreeSWITCH (Twilio: "played"); else as it is handed over (mod_audio_stream's).
+    marks_when_heard: bool
+
+    @property
+    def wire_bytes_per_second(self) -> int:
+        """Audio as it goes on the wire, per second (what bounds the backlog)."""
+        ...
 
     def greeting(self) -> list[str]:
         """Text messages that open every connection (the first and each reconnection)."""
@@ -86,6 +99,19 @@ class WireProtocol(Protocol):
         """The message answering a mark (`event`: playout or cleared)."""
         ...
 
-    def on_text(self, text: str) -> Action: ...
+    def dtmf(self, digit: str, duration_ms: int) -> str | None:
+        """The message telling the endpoint the caller pressed a key; None: not told."""
+        ...
 
-    def on_binary(self, data: bytes) -> Action: ...
+    def resume(self) -> None:
+        """Audio flows again after a pause (numbering that follows time restarts from now)."""
+        ...
+
+    def record_extra(self) -> dict:
+        """What a next daemon process needs to carry the stream on as the endpoint knows it
+        (app/resume.py StreamRecord.extra): JSON-able, small."""
+        ...
+
+    def on_text(self, text: str) -> Actions: ...
+
+    def on_binary(self, data: bytes) -> Actions: ...

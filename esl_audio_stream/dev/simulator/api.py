@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import bugs, calls, park, playback
+from . import bugs, calls, dtmf, park, playback
 from .dialstring import DialError, inline_app, parse_originate
 from .events import url_encode
 from .media import SUPPORTED_RATES
@@ -257,6 +257,27 @@ def uuid_displace(sw: Switch, arg: str | None) -> str:
             return "-ERR Cannot displace session!\n"
         return "+OK Success\n"
     return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
+
+
+@command
+def uuid_recv_dtmf(sw: Switch, arg: str | None) -> str:
+    return _dtmf(sw, arg, dtmf.receive, "received")
+
+
+@command
+def uuid_send_dtmf(sw: Switch, arg: str | None) -> str:
+    return _dtmf(sw, arg, dtmf.send, "sent")
+
+
+def _dtmf(sw: Switch, arg: str | None, act, verb: str) -> str:
+    argv = _separate(arg, 2)
+    if len(argv) < 2 or not argv[1]:
+        return "-USAGE: <uuid> <dtmf_data>\n"
+    ch = sw.live(argv[0])
+    if ch is None:
+        return "-ERR Cannot locate session!\n"
+    act(sw, ch, argv[1])
+    return f"+OK {argv[0]} {verb} DTMF {argv[1]}.\n"
 
 
 @command
