@@ -295,6 +295,21 @@ def test_pause_resume_and_send_text(esl, daemon, fpeer):
     esl.api(f"uuid_kill {uuid}")
 
 
+def test_a_pause_right_after_the_start_is_kept(esl, daemon, fpeer):
+    """mod_audio_fork answers start before it connects; a pause that comes at once still holds
+    the audio back from the first frame (the command waits the few ms its stream takes)."""
+    uuid = call(esl, "1000")
+    assert fork(daemon, f"{uuid} start {fpeer.url()} mono 8k meta") == fc.OK
+    assert fork(daemon, f"{uuid} pause meta") == fc.OK
+    conn = fpeer.wait_connection(1)
+    assert wait_until(lambda: daemon.streams.get(uuid) is not None
+                      and daemon.streams[uuid].lifecycle.value == "paused", 5)
+    assert steady(lambda: len(conn.messages)) == 0 and conn.binary == []
+    assert fork(daemon, f"{uuid} resume meta") == fc.OK
+    assert wait_until(lambda: len(conn.binary) > 3)
+    esl.api(f"uuid_kill {uuid}")
+
+
 def test_answers_and_one_stream_per_call(esl, daemon, fpeer, peer):
     uuid = call(esl, "3000")
     assert fork(daemon, "") == fork(daemon, uuid) == fork(daemon, f"{uuid} start") == fc.USAGE

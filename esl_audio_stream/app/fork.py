@@ -16,9 +16,10 @@ with a clear -ERR. Bugs are keyed by (uuid, bugname) so that several can share a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import gevent.event
 from gevent.pool import Group
 
 from ..call.state import LIVE
@@ -51,6 +52,9 @@ class Bug:
     stream: Stream | None = None  # None: being admitted, or its stream ended
     cancelled: bool = False  # stopped (or its call gone): its stream, if one comes, stops
     ended: bool = False  # its stream ended (or never started): only stop or the hang-up remain
+    #: Set once admission has made its stream (or given up): commands that come between the
+    #: +OK and then wait for it, so a pause right after the start is not lost.
+    made: gevent.event.Event = field(default_factory=gevent.event.Event)
 
     @property
     def live(self) -> Stream | None:
@@ -139,6 +143,7 @@ class ForkFront:
     def _connect(self, bug: Bug, start: Start) -> None:
         def made(stream: Stream) -> None:
             bug.stream = stream
+            bug.made.set()
 
         try:
             if bug.cancelled:
@@ -152,6 +157,7 @@ class ForkFront:
             return
         finally:
             self.d.starting.discard(bug.uuid)
+            bug.made.set()
         if bug.cancelled:  # stopped while its stream was being made
             stream.stop("command")
 
@@ -173,6 +179,8 @@ class ForkFront:
         bug = self.bug(cmd.uuid, cmd.bugname)
         if bug is None:
             raise fc.Refused(fc.ERR, f"no bug {cmd.bugname} on {cmd.uuid}")
+        if not bug.made.is_set():  # between its +OK and its stream: a few ms
+            bug.made.wait(self.d.config.esl_timeout + 1)
         stream = bug.live
         if isinstance(cmd, fc.ForkStop):
             self._drop(bug)
@@ -212,7 +220,9 @@ class ForkFront:
         protocol = stream.protocol
         if isinstance(protocol, AudioFork):
             name = protocol.options.bugname
-            self._keep(Bug(stream.uuid, name, CallState.BUSY, stream))
+            bug = Bug(stream.uuid, name, CallState.BUSY, stream)
+            bug.made.set()
+            self._keep(bug)
 
     def stream_ended(self, stream: Stream) -> None:
         """The bug stays (until stop or the hang-up) without its stream."""
