@@ -335,6 +335,21 @@ def test_answers_and_one_stream_per_call(esl, daemon, fpeer, peer):
     esl.api(f"uuid_kill {uuid}")
 
 
+def test_two_starts_at_once_on_one_call_make_one_stream(esl, daemon, fpeer):
+    """The bug is taken before FreeSWITCH is asked about the call: a start that comes meanwhile
+    (another bugname, another transport) finds it."""
+    uuid = call(esl, "3000")
+    jobs = [gevent.spawn(fork, daemon, f"{uuid} start {fpeer.url()} mono 8k {name}")
+            for name in ("one", "two")]
+    gevent.joinall(jobs, timeout=10)
+    answers = sorted(job.value for job in jobs)
+    assert answers[0].startswith("+OK") and answers[1].startswith("-ERR several streams")
+    fpeer.wait_connection(1)
+    gevent.sleep(0.3)
+    assert len(fpeer.connections) == 1
+    esl.api(f"uuid_kill {uuid}")
+
+
 def test_hang_up_ends_it_quietly_and_takes_the_bug(esl, daemon, fpeer):
     subscribe(esl)
     uuid = call(esl, "1000")

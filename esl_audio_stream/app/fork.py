@@ -117,6 +117,9 @@ class ForkFront:
         if running:
             raise fc.Refused(f"-ERR several streams per call are not supported yet: {uuid} "
                              f"already streams ({running})\n", "another stream on the call")
+        bug = Bug(uuid, cmd.bugname, CallState.GONE)
+        self._keep(bug)  # taken now: asking FreeSWITCH below lets other commands in
+        d.starting.add(uuid)  # until admission has the stream registered
         try:
             channel = channel_info(d.esl, uuid)
             options = ForkOptions(cmd.bugname, cmd.bidi_enabled, cmd.bidi_stream, cmd.bidi_rate,
@@ -125,10 +128,12 @@ class ForkFront:
                           options=options.as_extra())
             stream_settings(d.config, channel, start)  # refused now rather than after +OK
         except (CommandError, SettingsError) as exc:
+            self._drop(bug)
+            d.starting.discard(uuid)
+            bug.ended = True
+            bug.made.set()
             raise fc.Refused(fc.ERR, str(exc)) from None
-        bug = Bug(uuid, cmd.bugname, initial_state(channel))
-        self._keep(bug)
-        d.starting.add(uuid)  # until admission has the stream registered
+        bug.state = initial_state(channel)
         self._jobs.spawn(self._connect, bug, start)
 
     def _running(self, uuid: str) -> str:
