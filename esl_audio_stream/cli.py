@@ -205,7 +205,7 @@ def cmd_config(ns: argparse.Namespace) -> int:
 def cmd_ctl(ns: argparse.Namespace) -> int:
     args = " ".join(ns.args)
     try:
-        answer = control_request(ns.control, args, token=ns.token)
+        answer = control_request(ns.control, args, token=ns.token, api=ns.api)
     except OSError as exc:
         print(f"-ERR cannot reach the daemon at {ns.control}: {exc}")
         return 2
@@ -321,8 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "and environment; secrets masked); exit 2 when it is invalid")
     config.set_defaults(func=cmd_config)
 
-    ctl = sub.add_parser("ctl", help="send a uuid_audio_stream command to a running daemon")
+    ctl = sub.add_parser("ctl", help="send a uuid_audio_stream (or uuid_audio_fork) command to "
+                         "a running daemon")
     _add_client_options(ctl)
+    ctl.add_argument("--api", choices=("uuid_audio_stream", "uuid_audio_fork"),
+                     default="uuid_audio_stream", help="which command: mod_audio_stream's "
+                     "(default) or mod_audio_fork's")
     ctl.add_argument("args", nargs=argparse.REMAINDER,
                      help="<uuid> start <ws-url> <mix-type> <sampling-rate> [metadata]"
                      " | <uuid> stop [text]")

@@ -158,6 +158,14 @@ def _account_sid(value: str) -> str | None:
     return None
 
 
+def _subprotocol(value: str) -> str | None:
+    """An HTTP token: what a Sec-WebSocket-Protocol value may be."""
+    if not value or not value.isascii() or not value.isprintable() or any(
+            c in value for c in ' ,;"()<>@:/[]?={}\\'):
+        return f"a WebSocket subprotocol name (an HTTP token), got {value!r}"
+    return None
+
+
 def _control_address(value: str) -> tuple[str, int]:
     return parse_hostport(value, CONTROL_PORT)
 
@@ -307,6 +315,13 @@ SETTINGS: tuple[Setting, ...] = (
     # STREAM_PROTOCOL=twilio: the accountSid of every start and stop message.
     Setting("streams.twilio_account_sid", "twilio_account_sid", str, TWILIO_ACCOUNT_SID,
             _account_sid, comment="accountSid of twilio-protocol streams"),
+    # uuid_audio_fork streams (protocols/audio_fork.py): jambonz's MOD_AUDIO_FORK_SUBPROTOCOL_NAME
+    # (a channel variable of that name wins), and whether playAudio is also played by the daemon.
+    Setting("streams.audio_fork_subprotocol", "audio_fork_subprotocol", str,
+            "audio.drachtio.org", _subprotocol,
+            comment="WebSocket subprotocol uuid_audio_fork streams offer"),
+    Setting("streams.audio_fork_play_audio", "audio_fork_play_audio", bool, False,
+            comment="default AUDIO_FORK_PLAY_AUDIO: the daemon plays playAudio too"),
     # Not in the file: the code and the tests set them.
     # The WebSocket handshake's and close's bounds.
     Setting(None, "ws_connect_timeout", float, 5.0),

@@ -75,11 +75,12 @@ class Player:
 
     # -- what the endpoint asked for (from the protocol) -------------------------------------
 
-    def play(self, chunk: Chunk, announce: bool = False) -> None:
+    def play(self, chunk: Chunk, announce: bool = False, queue: bool = True) -> None:
         """Queue a chunk after what plays. `announce`: it is a streamAudio message, whose file
-        is named in a `mod_audio_stream::play` event (mod_audio_stream's behaviour)."""
+        is named in a `mod_audio_stream::play` event (mod_audio_stream's behaviour); `queue`
+        False: only that, the file is the application's to play (mod_audio_fork's playAudio)."""
         path = None
-        if announce or self.needs_files:
+        if announce or (queue and self.needs_files):
             try:
                 path = self.files.write(chunk)
             except OSError as exc:
@@ -90,7 +91,8 @@ class Player:
             if not self.suppress_log:
                 log.info("%s: play %s", self.uuid, body)  # never the base64
             self._fire(events.PLAY, body)
-        self._queue(chunk, None if path is None else str(path))
+        if queue:
+            self._queue(chunk, None if path is None else str(path))
 
     def mark(self, name: str) -> None:
         """Answered (`playout`) when all audio queued before it has played: at once when none
@@ -119,6 +121,11 @@ class Player:
         for resampler in self._resamplers.values():
             if resampler is not None:
                 resampler.reset()
+
+    def interrupt(self) -> None:
+        """Break what FreeSWITCH itself plays on the call (an application's playback, a
+        broadcast): mod_audio_fork's killAudio sets CF_BREAK, which `uuid_break` does."""
+        self._jobs.spawn(self._run, f"uuid_break {self.uuid}")
 
     def error(self, message: str) -> None:
         """An endpoint message that cannot be played: an error event; the stream goes on."""

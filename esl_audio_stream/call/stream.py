@@ -79,7 +79,8 @@ class Stream(StreamReadings, EndpointAnswers):
             uuid=self.uuid, metadata=cmd.metadata, rate=cmd.rate, mix=cmd.mix,
             settings=self.settings, account_sid=self.config.twilio_account_sid,
             max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
-            resumed=resumed.extra if resumed is not None else None)
+            resumed=resumed.extra if resumed is not None else cmd.options)
+        self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
         #: Where the audio comes from: "direct" or "taps" (see call/sources.py).
         self.source = resumed.source if resumed is not None else self._choose_source()
         self.pipeline = self._make_pipeline(channel_rate)
@@ -330,9 +331,6 @@ class Stream(StreamReadings, EndpointAnswers):
     def tap_gone(self, tap_uuid: str) -> None:
         if self._source is not None and self.lifecycle in LIVE:
             self._source.tap_gone(tap_uuid)
-
-    def _fire(self, subclass: str, body: str) -> None:
-        self.host.fire(self.uuid, subclass, body)
 
     def _on_gone(self, code: int, reason: str) -> None:
         """The endpoint closed normally (or reconnection is off or gave up): the stream ends."""

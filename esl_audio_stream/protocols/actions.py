@@ -19,10 +19,12 @@ from ..media.decode import Chunk
 @dataclass(frozen=True, slots=True)
 class Play:
     """Audio to play into the call, after what plays. `announce`: its file is named in a play
-    event (mod_audio_stream's streamAudio)."""
+    event (mod_audio_stream's streamAudio); `queue` False: only that (mod_audio_fork's
+    playAudio, whose file the application plays)."""
 
     chunk: Chunk
     announce: bool = False
+    queue: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,10 @@ class Mark:
 
 @dataclass(frozen=True, slots=True)
 class Clear:
-    """Barge-in: stop what plays, drop the queue, answer pending marks as cleared."""
+    """Barge-in: stop what plays, drop the queue, answer pending marks as cleared.
+    `interrupt`: FreeSWITCH's own playback on the call is broken too (uuid_break)."""
+
+    interrupt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,15 @@ class Refuse:
     message: str
 
 
-Action = Play | Mark | Clear | Relay | Refuse
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """An event of the protocol's own (mod_audio_fork's), fired as it is ("" body: none)."""
+
+    subclass: str
+    body: str
+
+
+Action = Play | Mark | Clear | Relay | Refuse | Notify
 #: What one message asks: an action, or several in order (Twilio's mark: relayed, then kept).
 Actions = Action | tuple[Action, ...]
 
@@ -95,8 +108,8 @@ class WireProtocol(Protocol):
         """Text messages that end the stream (a stop's text), before the close frame."""
         ...
 
-    def mark_reply(self, name: str, event: str) -> str:
-        """The message answering a mark (`event`: playout or cleared)."""
+    def mark_reply(self, name: str, event: str) -> str | None:
+        """The message answering a mark (`event`: playout or cleared); None: not answered."""
         ...
 
     def dtmf(self, digit: str, duration_ms: int) -> str | None:
