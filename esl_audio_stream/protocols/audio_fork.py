@@ -166,6 +166,7 @@ class AudioFork:
 
     name = NAME
     audio_as_text = False
+    marks_when_heard = False  # as mod_audio_stream: when the last frame is handed over
 
     def __init__(self, options: ForkOptions, *, metadata: str | None, rate: int, channels: int,
                  max_audio_bytes: int = 8 << 20, graceful: bool = False) -> None:
