@@ -68,7 +68,7 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_TLS_CERT_FILE",
     "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
     "STREAM_PLAYBACK_MODE",  # ours: how the endpoint's audio is played into the call
-    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, or loopback taps)
+    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, a recording, taps)
 )
 _KNOWN = frozenset(VARIABLES)
 
@@ -76,9 +76,10 @@ _KNOWN = frozenset(VARIABLES)
 #: chunk; broadcast: uuid_broadcast per chunk, which stops FreeSWITCH's stream while it plays.
 PLAYBACK_MODES = ("inject", "displace", "broadcast")
 
-#: auto: `direct` for mono on a parked call, `taps` otherwise; direct: unicast on the call itself
-#: (it must be parked); taps: loopback channels eavesdropping on the call's read/write sides.
-SOURCES = ("auto", "direct", "taps")
+#: auto: `direct` on a parked call, `record` otherwise; direct: unicast on the call itself (it
+#: must be parked); record: FreeSWITCH records the call into a FIFO the daemon reads (any call);
+#: taps: loopback channels eavesdropping on the call's read/write sides (any call, the costliest).
+SOURCES = ("auto", "direct", "record", "taps")
 
 _TRUE_WORDS = frozenset({"yes", "on", "true", "t", "enabled", "active", "allow"})
 # Spellings of "false" we accept without a warning; anything else is false too (switch_true),
