@@ -220,6 +220,21 @@ def test_pause_while_playing_keeps_the_recording_until_it_has_played(esl, daemon
     assert wait_until(lambda: channels(esl) == 0, 3)
 
 
+def test_shutdown_stops_the_recording_and_removes_the_fifo(esl, daemon, peer, sim):
+    """A daemon stopped for good (not handing its streams over) ends each stream: FreeSWITCH
+    told to stop recording, the FIFO gone."""
+    calls = [bridged_call(esl) for _ in range(3)]
+    conns = [start(daemon, peer, uuid, mix) for uuid, mix in zip(calls, ("mono", "stereo",
+                                                                         "mixed"), strict=True)]
+    assert len(fifos(files_dir(daemon))) == 3
+    daemon.stop()
+    assert all(not sim.channel(uuid).recordings for uuid in calls)
+    assert fifos(files_dir(daemon)) == [] and os.listdir(files_dir(daemon)) == []
+    assert all(c.closed.wait(3) for c in conns)
+    for uuid in calls:
+        esl.api(f"uuid_kill {uuid}")
+
+
 def test_a_users_own_recording_is_left_alone(esl, daemon, peer, sim, tmp_path):
     uuid = bridged_call(esl)
     mine = str(tmp_path / "user.r8")
@@ -290,6 +305,42 @@ def test_a_thousand_start_stop_cycles_leave_nothing_behind(esl, daemon, peer, si
     assert len(os.listdir("/proc/self/fd")) <= base_fds + 5
     for uuid in calls:
         esl.api(f"uuid_kill {uuid}")
+
+
+def unbroken(sim, pcm: bytes, freq: float = 440) -> bool:
+    """`pcm` is the simulator's `freq` tone with no sample lost, repeated or out of order."""
+    buf, period = sim.switch.lib.tone(freq, 8000)
+    ref = array("h", bytes(buf[: 2 * period]))
+    got = array("h", pcm)
+    start_at = next((i for i in range(period) if ref[i:i + 8] == got[:8]), None)
+    return start_at is not None and got == array(
+        "h", (ref[(start_at + i) % period] for i in range(len(got))))
+
+
+def test_a_stream_whose_reader_falls_behind_is_no_stall_for_the_others(esl, daemon, peer, sim):
+    """One stream's FIFO is not read for a second (as when the daemon falls behind on it):
+    FreeSWITCH's recording of that call holds its audio back in the pipe, the other call streams
+    on meanwhile, and once read again the late one gets every frame, in order."""
+    behind, other = bridged_call(esl), bridged_call(esl)
+    late, going = start(daemon, peer, behind, "stereo"), start(daemon, peer, other, "stereo")
+    reader = daemon.streams[behind]._source.recording.reader
+    reader.stop()  # no more reads of that FIFO for now
+    rec = sim.channel(behind).recordings[daemon.streams[behind].recording]
+    n_late, n_going = len(late.binary), len(going.binary)
+    gevent.sleep(1.0)
+    assert len(going.binary) > n_going + 30  # the other call streams on
+    assert len(late.binary) <= n_late + 1
+    assert rec.written - reader.bytes_in >= 30 * 640 and rec.errors == 0  # waiting in the pipe
+    reader._watcher.start(reader._ready)  # read again: the held-back second comes at once
+    assert wait_until(lambda: len(late.binary) > n_late + 60, 3)
+    gevent.sleep(0.2)
+    for conn in (late, going):
+        left, right = split(b"".join(conn.binary))
+        assert unbroken(sim, left)  # not a frame lost, on either call
+        assert amp(right[-3200:], 1000) == pytest.approx(8000, rel=0.1)
+    for uuid in (behind, other):
+        esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: channels(esl) == 0, 3)
 
 
 def test_a_reader_with_a_backlog_takes_turns_with_the_others(tmp_path):
