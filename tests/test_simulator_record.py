@@ -239,3 +239,23 @@ def test_a_users_recording_into_a_file(sim, esl, tmp_path):
     with open(path, "rb") as f:
         pcm = f.read()
     assert len(pcm) > 20 * FRAME and amp(pcm[-10 * FRAME:], 440) > 6000
+
+
+@pytest.mark.parametrize("frames", [10, 0])
+def test_the_start_stall_is_the_pre_buffer_record_pre_buffer_frames_sets(sim, esl, tmp_path,
+                                                                         frames):
+    """RECORD_PRE_BUFFER_FRAMES (25 when not set; set but not above 0: none) is how many frames
+    the bug holds after its first: the stall, then all of them at once."""
+    uuid = bridged(esl)
+    fifo = Fifo(tmp_path)
+    variables = (f"{{RECORD_PRE_BUFFER_FRAMES={frames},RECORD_READ_ONLY=true,"
+                 "enable_file_write_buffering=false}")
+    assert record(esl, uuid, fifo.path, variables) == "+OK Success\n"
+    rec = sim.channel(uuid).recordings[fifo.path]
+    assert rec.pre_buffer == frames
+    assert fifo.read_until(FRAME * (frames + 10))
+    if frames:
+        assert fifo.reads[0] == fifo.data[:FRAME] and len(fifo.reads[1]) >= frames * FRAME
+    else:  # nothing held: every frame read is written at once, from the first on
+        assert rec.frames >= 10 and rec.written == rec.frames * FRAME
+    fifo.close()

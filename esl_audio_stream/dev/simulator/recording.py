@@ -65,11 +65,12 @@ class SimRecording:
     write, stereo), the rate written, and the file it writes to."""
 
     __slots__ = ("_buffer", "_fd", "_held", "_resample_from", "buffered", "channels",
-                 "errors", "frames", "path", "rate", "read", "reads", "samples_out", "send_times",
-                 "seq", "stereo", "swap", "write", "written")
+                 "errors", "frames", "path", "pre_buffer", "rate", "read", "reads",
+                 "samples_out", "send_times", "seq", "stereo", "swap", "write", "written")
 
     def __init__(self, path: str, *, rate: int, channel_rate: int, read: bool, write: bool,
-                 stereo: bool, swap: bool, buffered: int, seq: int) -> None:
+                 stereo: bool, swap: bool, buffered: int, seq: int,
+                 pre_buffer: int = PRE_BUFFER_FRAMES) -> None:
         self.path = path
         self.rate = rate  # what is written (record_sample_rate, else the channel's)
         self._resample_from = channel_rate if channel_rate != rate else 0
@@ -77,6 +78,7 @@ class SimRecording:
         self.stereo, self.swap = stereo, swap
         self.channels = 2 if stereo else 1
         self.buffered = buffered  # the file layer's buffer in bytes; 0: none
+        self.pre_buffer = pre_buffer  # the bug's pre-buffer in frames: the start stall
         self.seq = seq  # media-bug order: a write-side displace attached before it is in it
         self._fd = -1
         self._held = bytearray()  # the bug's pre-buffer, then the file layer's buffer
@@ -126,7 +128,7 @@ class SimRecording:
         self.frames += 1
         if self.send_times is not None:
             self.send_times.append(time.monotonic())
-        if 1 < self.reads <= PRE_BUFFER_FRAMES + 1:
+        if 1 < self.reads <= self.pre_buffer + 1:
             return  # the start stall: the pre-buffer fills, then goes out at once
         if self.buffered:
             while len(held) >= self.buffered:
@@ -260,8 +262,11 @@ def start(sw: Switch, ch: SimChannel, path: str, var_block: str) -> bool:
     else:
         buffered = atoi(value)
         buffered = buffered if buffered > 0 else FILE_BUFFER_LEN if switch_true(value) else 0
+    value = get("RECORD_PRE_BUFFER_FRAMES")  # set but not > 0: no pre-buffer at all
+    pre_buffer = PRE_BUFFER_FRAMES if value is None else max(atoi(value), 0)
     rec = SimRecording(path, rate=rate, channel_rate=ch.rate, read=read, write=write,
-                       stereo=stereo, swap=swap, buffered=buffered, seq=0)
+                       stereo=stereo, swap=swap, buffered=buffered, seq=0,
+                       pre_buffer=pre_buffer)
     try:
         rec.open_blocking()  # FreeSWITCH's open waits for a FIFO's reader
     except OSError as exc:
