@@ -23,7 +23,7 @@ from helpers.procs import DaemonProcess
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
-from esl_audio_stream.app.resume import STATE_VAR, decode
+from esl_audio_stream.app.resume import STATE_VAR, decode, index_var
 from esl_audio_stream.dev.simulator import Simulator
 from esl_audio_stream.esl.connection import ESLConnection
 
@@ -240,3 +240,28 @@ def test_a_stream_left_too_long_has_its_recording_stopped(tmp_path, sim, esl, pe
         esl.api(f"uuid_kill {uuid}")
     finally:
         daemon.close()
+
+
+def test_a_recording_left_by_a_process_killed_in_the_middle_of_a_stop_is_stopped(
+        sim, esl, daemon, peer, tmp_path):
+    """A stop removes the stream's record first (a stop is never undone by a restart), then
+    stops the recording: a process killed in between leaves FreeSWITCH recording into a FIFO
+    no stream claims. The next process stops that recording (the user's own goes on) and
+    removes the FIFO."""
+    daemon.start()
+    uuid = bridged(esl)
+    mine = str(tmp_path / "user.r8")
+    assert esl.api(f"uuid_record {uuid} start {mine}") == "+OK Success\n"
+    assert daemon.ctl(f"{uuid} start {peer.url('/m')} stereo 8k") == "+OK Success\n"
+    assert wait_until(lambda: conns(peer, "/m") and len(conns(peer, "/m")[0].binary) > 5)
+    [ours] = [p for p in recordings(sim, uuid) if p != mine]
+    daemon.kill()
+    owner = daemon.config.read_text().split('owner = "')[1].split('"')[0]
+    esl.api(f"uuid_setvar {uuid} {STATE_VAR}")  # what the stop had done when it died
+    esl.api(f"global_setvar {index_var(owner, uuid)}=")
+    daemon.start()
+    assert wait_until(lambda: recordings(sim, uuid) == [mine], 5)
+    assert wait_until(lambda: fifos(daemon.files) == [], 3)
+    assert daemon.streams() == [] and len(conns(peer, "/m")) == 1
+    assert sim.channel(uuid).up and ours not in sim.channel(uuid).recordings
+    esl.api(f"uuid_kill {uuid}")

@@ -99,8 +99,18 @@ class Reconciler:
                 self._end_orphan(uuid, record, away)
             else:
                 self._carry_on(uuid, record)
-        # what no stream claims: left by a process that died (start-up spares FIFOs for us)
-        clean_base(d.config.files_dir, keep=set(d.streams) | d.starting)
+        # what no stream claims: left by a process that died (start-up spares FIFOs for us);
+        # a recording still going into such a FIFO is stopped (a process killed in the middle
+        # of a stop), or FreeSWITCH would record into the void until the call ends
+        clean_base(d.config.files_dir, keep=set(d.streams) | d.starting,
+                   on_fifo=self._stop_recording)
+
+    def _stop_recording(self, uuid: str, fifo: str) -> None:
+        """That recording only (the path is ours): the user's own go on. An answer of -ERR (none
+        runs) is the usual case."""
+        with contextlib.suppress(ESLError):
+            if self.daemon.esl.api(f"uuid_record {uuid} stop {fifo}").startswith("+OK"):
+                log.warning("%s: a recording into %s nobody read: stopped", uuid, fifo)
 
     def _check_registry(self) -> None:
         """Streams whose calls went away while we could not hear."""

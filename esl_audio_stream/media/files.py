@@ -29,6 +29,7 @@ import re
 import shutil
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from ..jsonfmt import compact
@@ -250,12 +251,14 @@ class CallFiles:
 
 
 def clean_base(base_dir: str | Path, keep: frozenset[str] | set[str] = frozenset(),
-               spare_fifos: bool = False) -> int:
+               spare_fifos: bool = False,
+               on_fifo: Callable[[str, str], None] | None = None) -> int:
     """Remove per-call directories a previous run left in `base_dir`; returns how many. Only
     directories of ours carrying the marker are touched, never those of the calls in `keep`,
     nor, with `spare_fifos` (at start-up), those holding a FIFO: FreeSWITCH may still be
     recording into it for a stream the next process carries on (its reconcile removes what no
-    stream claims)."""
+    stream claims). `on_fifo(uuid, path)` is called for each FIFO in a directory about to go
+    (to tell FreeSWITCH to stop recording into it)."""
     base = Path(base_dir)
     removed = 0
     try:
@@ -273,6 +276,9 @@ def clean_base(base_dir: str | Path, keep: frozenset[str] | set[str] = frozenset
                 continue
         except OSError:
             continue
+        if on_fifo is not None:
+            for path in _fifos_in(entry.path):
+                on_fifo(entry.name, path)
         shutil.rmtree(entry.path, ignore_errors=True)
         if not os.path.lexists(entry.path):
             removed += 1
@@ -280,11 +286,15 @@ def clean_base(base_dir: str | Path, keep: frozenset[str] | set[str] = frozenset
 
 
 def _holds_fifo(path: str) -> bool:
+    return bool(_fifos_in(path))
+
+
+def _fifos_in(path: str) -> list[str]:
     try:
-        return any(stat.S_ISFIFO(e.stat(follow_symlinks=False).st_mode)
-                   for e in os.scandir(path))
+        return [e.path for e in os.scandir(path)
+                if stat.S_ISFIFO(e.stat(follow_symlinks=False).st_mode)]
     except OSError:
-        return False
+        return []
 
 
 def play_event_body(chunk: Chunk, path: Path | str) -> str:
