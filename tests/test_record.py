@@ -10,7 +10,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
+import tempfile
 from array import array
+from pathlib import Path
 
 import gevent
 import pytest
@@ -341,6 +344,62 @@ def test_a_stream_whose_reader_falls_behind_is_no_stall_for_the_others(esl, daem
     for uuid in (behind, other):
         esl.api(f"uuid_kill {uuid}")
     assert wait_until(lambda: channels(esl) == 0, 3)
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_the_fifo_is_freeswitchs_to_write_and_nobody_elses(tmp_path, group):
+    """The FIFO lives in the call's private directory with the playback files' group rules:
+    0600 (the daemon alone: FreeSWITCH runs as the same user), or 0620 in `files_group`
+    (FreeSWITCH's user, a member, writes it; it reads nothing; nobody else gets anything). As
+    root, another user in that group and one outside it really try."""
+    import grp
+    import stat as st
+
+    from esl_audio_stream.media.files import CallFiles
+
+    gid = (grp.getgrnam("audio").gr_gid if os.getuid() == 0 else os.getgid()) if group else None
+    # pytest's tmp_path is under a 0700 directory: the other users need a way in
+    top = tempfile.mkdtemp(prefix="eas-fifo-")
+    os.chmod(top, 0o711)
+    old = os.umask(0)  # the modes must not depend on the daemon's umask
+    try:
+        files = CallFiles(Path(top) / "base", "0f6c3a8e-5d1b",
+                          None if gid is None else str(gid))
+        path, fd = files.make_fifo("0f6c3a8e-5d1b_rec1.r8")
+    finally:
+        os.umask(old)
+    try:
+        info = os.lstat(path)
+        assert st.S_ISFIFO(info.st_mode) and path.parent == files.dir
+        assert st.S_IMODE(info.st_mode) == (0o620 if group else 0o600)
+        assert st.S_IMODE(os.lstat(files.dir).st_mode) == (0o750 if group else 0o700)
+        if group:
+            assert info.st_gid == gid and os.lstat(files.dir).st_gid == gid
+        assert files.open_fifo(tmp_path / "elsewhere.r8") is None  # only its own directory
+        if os.getuid() == 0 and group:
+            nobody = 65534
+
+            def try_open(gids: list[int], flags: int) -> int:
+                pid = os.fork()
+                if pid == 0:  # a process of another user: FreeSWITCH, or a stranger
+                    try:
+                        os.setgroups(gids)
+                        os.setgid(gids[0])
+                        os.setuid(nobody)
+                        os.close(os.open(path, flags | os.O_NONBLOCK))
+                        os._exit(0)
+                    except PermissionError:
+                        os._exit(13)
+                    except BaseException:
+                        os._exit(1)
+                return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+            assert try_open([gid], os.O_WRONLY) == 0  # FreeSWITCH writes
+            assert try_open([gid], os.O_RDONLY) == 13  # and reads nothing
+            assert try_open([nobody], os.O_WRONLY) == 13  # nobody else anything
+    finally:
+        os.close(fd)
+        shutil.rmtree(top)
 
 
 def test_a_reader_with_a_backlog_takes_turns_with_the_others(tmp_path):
