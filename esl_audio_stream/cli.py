@@ -364,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--rate", type=int, default=16000, help="stream rate")
     bench.add_argument("--channel-rate", type=int, default=8000)
-    bench.add_argument("--source", choices=("direct", "taps"), default="direct",
-                       help="unicast on the call itself, or loopback taps (as for bridged calls)")
+    bench.add_argument("--source", choices=("direct", "record", "taps"), default="direct",
+                       help="unicast on the call itself, a recording into a FIFO (as auto "
+                       "streams bridged calls), or loopback taps")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
     bench.add_argument("--protocol", choices=("mod_audio_stream", "twilio"),
                        default="mod_audio_stream", help="twilio: give --rate 8000")

@@ -135,7 +135,9 @@ class Daemon:
     def start(self) -> None:
         """Raises SettingsError when the daemon-wide TLS defaults name unusable files."""
         ssl_context_for(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
-        removed = clean_base(self.config.files_dir)  # no audio file survives a restart
+        # no audio file survives a restart; a FIFO FreeSWITCH may still record into waits for
+        # the reconcile after connecting (the stream is carried on, or its files go)
+        removed = clean_base(self.config.files_dir, spare_fifos=True)
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
         self.keeper.start()

@@ -71,7 +71,7 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_TLS_CERT_FILE",
     "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
     "STREAM_PLAYBACK_MODE",  # ours: how the endpoint's audio is played into the call
-    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, or loopback taps)
+    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, a recording, taps)
 )
 #: Ours, about what is said on the wire (protocols/): which protocol, the caller's keys in
 #: mod_audio_stream mode, L16 or G.711.
@@ -88,9 +88,10 @@ _KNOWN = frozenset(STREAM_VARIABLES)
 #: chunk; broadcast: uuid_broadcast per chunk, which stops FreeSWITCH's stream while it plays.
 PLAYBACK_MODES = ("inject", "displace", "broadcast")
 
-#: auto: `direct` for mono on a parked call, `taps` otherwise; direct: unicast on the call itself
-#: (it must be parked); taps: loopback channels eavesdropping on the call's read/write sides.
-SOURCES = ("auto", "direct", "taps")
+#: auto: `direct` on a parked call, `record` otherwise; direct: unicast on the call itself (it
+#: must be parked); record: FreeSWITCH records the call into a FIFO the daemon reads (any call);
+#: taps: loopback channels eavesdropping on the call's read/write sides (any call, the costliest).
+SOURCES = ("auto", "direct", "record", "taps")
 
 #: mod_audio_stream: its own wire protocol (binary L16, JSON answers); twilio: Twilio Media
 #: Streams (JSON text frames, µ-law 8 kHz), which most voice-bot software speaks.

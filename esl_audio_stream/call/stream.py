@@ -26,6 +26,7 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
+from ..media.files import CallFiles
 from ..protocols import choose as protocols
 from ..ws.errors import WSError
 from .answers import EndpointAnswers
@@ -35,6 +36,7 @@ from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
 from .readings import StreamReadings
+from .record_source import RecordSource
 from .sources import Playback, SourceEnv, SourceError
 from .state import LIVE, StreamState, advance
 from .tap_source import TapSource
@@ -81,7 +83,7 @@ class Stream(StreamReadings, EndpointAnswers):
             max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
             resumed=resumed.extra if resumed is not None else cmd.options)
         self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
-        #: Where the audio comes from: "direct" or "taps" (see call/sources.py).
+        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
         self.source = resumed.source if resumed is not None else self._choose_source()
         self.pipeline = self._make_pipeline(channel_rate)
         self._source: Source | None = None
@@ -103,7 +105,7 @@ class Stream(StreamReadings, EndpointAnswers):
         try:
             self._source.open()  # type: ignore[union-attr]  # taps first: before anything plays
         except SourceError as exc:
-            if self.source == "taps":
+            if self.source != "direct":
                 self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             self._fail()
             raise CommandError(str(exc)) from None
@@ -160,9 +162,7 @@ class Stream(StreamReadings, EndpointAnswers):
             esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
             failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
             tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = (DirectSource(env, pipeline, on_moved=self._save)
-                        if self.source == "direct"
-                        else TapSource(env, pipeline, self.mix, on_moved=self._save))
+        self._source = self._make_source(env)
         protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
@@ -178,6 +178,16 @@ class Stream(StreamReadings, EndpointAnswers):
             link.send_text(text)
         self._pending_texts.clear()
         return link
+
+    def _make_source(self, env: SourceEnv) -> Source:
+        if self.source == "direct":
+            return DirectSource(env, self.pipeline, on_moved=self._save)
+        if self.source == "record":
+            cfg = self.config
+            return RecordSource(env, self.pipeline, self.mix,
+                                CallFiles(cfg.files_dir, self.uuid, cfg.files_group),
+                                on_moved=self._save)
+        return TapSource(env, self.pipeline, self.mix, on_moved=self._save)
 
     def _connect(self, link: Link) -> None:
         """The first connection; raises CommandError (everything released) when it fails or
@@ -222,16 +232,18 @@ class Stream(StreamReadings, EndpointAnswers):
             self.host.keeper.save(self.uuid, self.record())
 
     def _choose_source(self) -> str:
-        """`direct` for mono on a parked call (the cheapest: one unicast), `taps` otherwise;
-        STREAM_SOURCE overrides."""
+        """The cheapest source that works: `direct` on a parked call (one unicast it already
+        sends; the caller hears only what the daemon plays, which the clock pairing puts on the
+        right), `record` on any other (one recording into a FIFO); STREAM_SOURCE overrides.
+        Taps are nobody's default."""
         chosen = self.settings.source
         if chosen != "auto":
             return chosen
-        return "direct" if self._parked() and self.mix == "mono" else "taps"
+        return "direct" if self._parked() else "record"
 
     def _make_pipeline(self, channel_rate: int) -> FramePipeline:
-        pairing = "none" if self.mix == "mono" else ("clock" if self.source == "direct"
-                                                    else "taps")
+        pairing = "none" if self.mix == "mono" else {
+            "direct": "clock", "record": "interleaved"}.get(self.source, "taps")
         return FramePipeline(
             mix=self.mix, stream_rate=self.rate, buffer_ms=self.settings.buffer_ms,
             pairing=pairing, channel_rate=channel_rate,
