@@ -29,17 +29,16 @@ from ..app.tls import ssl_context_for
 from ..media.files import CallFiles
 from ..protocols import choose as protocols
 from ..ws.errors import WSError
+from . import source_choice
 from .answers import EndpointAnswers
-from .direct import DirectSource
 from .host import StreamHost
 from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
 from .readings import StreamReadings
-from .record_source import RecordSource
+from .source_choice import make_source
 from .sources import Playback, SourceEnv, SourceError
 from .state import LIVE, StreamState, advance
-from .tap_source import TapSource
 
 if TYPE_CHECKING:
     from .sources import Source
@@ -84,7 +83,8 @@ class Stream(StreamReadings, EndpointAnswers):
             resumed=resumed.extra if resumed is not None else cmd.options)
         self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
         #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
-        self.source = resumed.source if resumed is not None else self._choose_source()
+        self.source = (resumed.source if resumed is not None
+                       else source_choice.choose(self.settings.source, self._parked()))
         self.pipeline = self._make_pipeline(channel_rate)
         self._source: Source | None = None
         self._env: SourceEnv | None = None
@@ -162,7 +162,9 @@ class Stream(StreamReadings, EndpointAnswers):
             esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
             failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
             tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = self._make_source(env)
+        self._source = make_source(
+            self.source, env, pipeline, self.mix, on_moved=self._save,
+            files=lambda: CallFiles(cfg.files_dir, self.uuid, cfg.files_group))
         protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
@@ -178,16 +180,6 @@ class Stream(StreamReadings, EndpointAnswers):
             link.send_text(text)
         self._pending_texts.clear()
         return link
-
-    def _make_source(self, env: SourceEnv) -> Source:
-        if self.source == "direct":
-            return DirectSource(env, self.pipeline, on_moved=self._save)
-        if self.source == "record":
-            cfg = self.config
-            return RecordSource(env, self.pipeline, self.mix,
-                                CallFiles(cfg.files_dir, self.uuid, cfg.files_group),
-                                on_moved=self._save)
-        return TapSource(env, self.pipeline, self.mix, on_moved=self._save)
 
     def _connect(self, link: Link) -> None:
         """The first connection; raises CommandError (everything released) when it fails or
@@ -231,22 +223,10 @@ class Stream(StreamReadings, EndpointAnswers):
         if self.lifecycle in (S.STREAMING, S.PAUSED):
             self.host.keeper.save(self.uuid, self.record())
 
-    def _choose_source(self) -> str:
-        """The cheapest source that works: `direct` on a parked call (one unicast it already
-        sends; the caller hears only what the daemon plays, which the clock pairing puts on the
-        right), `record` on any other (one recording into a FIFO); STREAM_SOURCE overrides.
-        Taps are nobody's default."""
-        chosen = self.settings.source
-        if chosen != "auto":
-            return chosen
-        return "direct" if self._parked() else "record"
-
     def _make_pipeline(self, channel_rate: int) -> FramePipeline:
-        pairing = "none" if self.mix == "mono" else {
-            "direct": "clock", "record": "interleaved"}.get(self.source, "taps")
         return FramePipeline(
             mix=self.mix, stream_rate=self.rate, buffer_ms=self.settings.buffer_ms,
-            pairing=pairing, channel_rate=channel_rate,
+            pairing=source_choice.pairing(self.source, self.mix), channel_rate=channel_rate,
             now=gevent.get_hub().loop.now, clock=perf_counter,
             timer=self.host.counters.frame_time, sample_mask=SAMPLE_MASK)
 
