@@ -235,7 +235,8 @@ def test_keys_of_a_call_streamed_through_taps_are_the_call_s(esl, daemon, peer, 
     """A bridged call streams through loopback taps; the caller's keys are reported by the
     call itself (not by its taps: eavesdrop passes no DTMF) and reach its stream once."""
     esl.subscribe("DTMF")
-    uuid = bridged(esl, extra=f",STREAM_PROTOCOL={protocol},STREAM_SEND_DTMF=true")
+    uuid = bridged(esl, extra=f",STREAM_PROTOCOL={protocol},STREAM_SEND_DTMF=true,"
+                              "STREAM_SOURCE=taps")  # auto records a bridged call
     if protocol == "twilio":
         conn, sid = twilio_start(daemon, peer, uuid)
         got = lambda: twilio_keys(conn, sid)  # noqa: E731
@@ -252,4 +253,19 @@ def test_keys_of_a_call_streamed_through_taps_are_the_call_s(esl, daemon, peer, 
     assert got() == ["4", "2"]
     reporters = {e.get("Unique-ID") for e in keys_seen(esl)}
     assert reporters == {uuid}  # the target call, not a tap channel
+    esl.api(f"uuid_kill {uuid}")
+
+
+def test_keys_of_a_recorded_bridged_call_reach_its_stream_once(esl, daemon, peer, sim):
+    """`auto` records a bridged call into a FIFO (no extra channel): its keys, reported by the
+    call itself, reach its stream once and in order."""
+    esl.subscribe("DTMF")
+    uuid = bridged(esl, extra=",STREAM_PROTOCOL=twilio")
+    conn, sid = twilio_start(daemon, peer, uuid)
+    assert daemon.streams[uuid].source == "record"
+    asked = press(esl, uuid, "314")
+    assert wait_until(lambda: len(twilio_keys(conn, sid)) == 3, 3)
+    report_latency("twilio, recorded", asked, 3, conn, lambda m: '"event":"dtmf"' in m)
+    gevent.sleep(0.2)
+    assert twilio_keys(conn, sid) == ["3", "1", "4"]
     esl.api(f"uuid_kill {uuid}")
