@@ -205,7 +205,7 @@ def cmd_config(ns: argparse.Namespace) -> int:
 def cmd_ctl(ns: argparse.Namespace) -> int:
     args = " ".join(ns.args)
     try:
-        answer = control_request(ns.control, args, token=ns.token)
+        answer = control_request(ns.control, args, token=ns.token, api=ns.api)
     except OSError as exc:
         print(f"-ERR cannot reach the daemon at {ns.control}: {exc}")
         return 2
@@ -284,7 +284,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
-                     source=ns.source, mix=ns.mix, native=ns.native, deflate=ns.deflate)
+                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
+                     native=ns.native, deflate=ns.deflate)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -321,8 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "and environment; secrets masked); exit 2 when it is invalid")
     config.set_defaults(func=cmd_config)
 
-    ctl = sub.add_parser("ctl", help="send a uuid_audio_stream command to a running daemon")
+    ctl = sub.add_parser("ctl", help="send a uuid_audio_stream (or uuid_audio_fork) command to "
+                         "a running daemon")
     _add_client_options(ctl)
+    ctl.add_argument("--api", choices=("uuid_audio_stream", "uuid_audio_fork"),
+                     default="uuid_audio_stream", help="which command: mod_audio_stream's "
+                     "(default) or mod_audio_fork's")
     ctl.add_argument("args", nargs=argparse.REMAINDER,
                      help="<uuid> start <ws-url> <mix-type> <sampling-rate> [metadata]"
                      " | <uuid> stop [text]")
@@ -360,9 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--rate", type=int, default=16000, help="stream rate")
     bench.add_argument("--channel-rate", type=int, default=8000)
-    bench.add_argument("--source", choices=("direct", "taps"), default="direct",
-                       help="unicast on the call itself, or loopback taps (as for bridged calls)")
+    bench.add_argument("--source", choices=("direct", "record", "taps"), default="direct",
+                       help="unicast on the call itself, a recording into a FIFO (as auto "
+                       "streams bridged calls), or loopback taps")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
+    bench.add_argument("--protocol", choices=("mod_audio_stream", "twilio"),
+                       default="mod_audio_stream", help="twilio: give --rate 8000")
+    bench.add_argument("--encoding", choices=("l16", "pcmu", "pcma"), default="l16",
+                       help="mod_audio_stream's audio on the wire (G.711: --rate 8000)")
     bench.add_argument("--native", action=argparse.BooleanOptionalAction, default=True,
                        help="the daemon's [media] native (the C frame pump where it applies)")
     bench.add_argument("--deflate", action=argparse.BooleanOptionalAction, default=False,

@@ -113,7 +113,9 @@ def parked(esl) -> str:
 
 
 def bridged(esl) -> str:
-    uuid = esl.api("originate {channel_rate=8000}loopback/1000/default "
+    """A bridged call streamed through taps (asked for: `auto` records a bridged call; the
+    record source's own crash-only tests are in test_record_resume.py)."""
+    uuid = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
                    "&bridge(loopback/1001/default)").split()[1]
     assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "bridge")
     return uuid

@@ -187,12 +187,15 @@ class HostCalls:
         self.seen.append(event)
 
     def call(self, n: int, mix: str) -> None:
-        """A parked call the daemon auto-starts (mono: direct; stereo: through taps)."""
+        """A parked call the daemon auto-starts (mono: direct; stereo: through taps, asked for:
+        `auto` streams a parked call directly)."""
         path = f"/{self.h.name}-{n}"
         url = f"ws://{self.h.outside}:{self.peer.port}{path}"
+        source = "taps" if mix == "stereo" else "auto"
         answer = self.esl.api(
             f"originate {{AUDIO_STREAM_URL={url},AUDIO_STREAM_MIX={mix},AUDIO_STREAM_RATE=8k,"
-            f"AUDIO_STREAM_METADATA=M{path}}}loopback/1000/default &park()")
+            f"AUDIO_STREAM_METADATA=M{path},STREAM_SOURCE={source}}}loopback/1000/default "
+            "&park()")
         assert answer.startswith("+OK "), answer
         self.paths[answer.split()[1]] = path
 

@@ -69,7 +69,7 @@ def test_an_esl_cut_loses_no_audio_answers_commands_at_once_and_keeps_events(sim
 def test_a_freeswitch_restart_ends_every_stream_and_leaves_nothing(sim, esl, daemon, peer,
                                                                   tmp_path):
     uuids = [originate(esl) for _ in range(3)]
-    bridged = esl.api("originate {channel_rate=8000}loopback/1000/default "
+    bridged = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
                       "&bridge(loopback/1001/default)").split()[1]
     assert wait_until(lambda: esl.api(f"uuid_getvar {bridged} current_application") == "bridge")
     for n, uuid in enumerate([*uuids, bridged]):

@@ -100,7 +100,8 @@ def parked(esl) -> str:
 
 
 def bridged(esl) -> str:
-    answer = esl.api("originate {channel_rate=8000}loopback/1000/default "
+    """A bridged call streamed through taps (asked for: `auto` records a bridged call)."""
+    answer = esl.api("originate {channel_rate=8000,STREAM_SOURCE=taps}loopback/1000/default "
                      "&bridge(loopback/1001/default)")
     uuid = answer.split()[1]
     assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "bridge")

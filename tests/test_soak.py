@@ -1,6 +1,6 @@
 """A short soak (scripts/soak): 40 simulated calls for a minute, one ending and one starting
-every second (a quarter of them bridged and streamed through taps; half ended by a stop command):
-nothing the daemon holds grows. The long run's figures are in the README."""
+every second (a quarter of them bridged and streamed stereo, recorded into a FIFO; half ended by
+a stop command): nothing the daemon holds grows. The long run's figures are in the README."""
 
 from __future__ import annotations
 

@@ -9,66 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-from array import array
 
 import gevent
 import pytest
 from conftest import wait_until
 from helpers.audio import stream_audio, tone
+from helpers.bridged import amp, blocks, channels, played_once, recent, split, start
+from helpers.bridged import bridged_call as bridged
 
 from esl_audio_stream.app import events, intake
 from esl_audio_stream.call.taps import TAP_OF_VAR, TAP_VAR, tap_originate
-from esl_audio_stream.dev.analysis import tone_amplitude
 from esl_audio_stream.esl.protocol import Event
 
 
 def bridged_call(esl, rate: int = 8000, extra: str = "") -> str:
-    answer = esl.api(f"originate {{channel_rate={rate}{extra}}}loopback/1000/default "
-                     "&bridge(loopback/1001/default)")
-    assert answer.startswith("+OK "), answer
-    uuid = answer.split()[1]
-    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "bridge")
-    return uuid
-
-
-def channels(esl) -> int:
-    return int(esl.api("show channels count").split()[0])
-
-
-def start(daemon, peer, uuid, mix, rate="8k"):
-    n = len(peer.connections)
-    answer = daemon.execute(f"{uuid} start {peer.url('/t')} {mix} {rate}")
-    assert answer == "+OK Success\n", answer
-    conn = peer.wait_connection(n + 1)
-    assert wait_until(lambda: len(conn.binary) > 30, 5)
-    return conn
-
-
-def split(stereo: bytes) -> tuple[bytes, bytes]:
-    a = array("h", stereo)
-    return a[0::2].tobytes(), a[1::2].tobytes()
-
-
-def amp(pcm: bytes, freq: float, rate: int = 8000) -> float:
-    return tone_amplitude(pcm, freq, rate)
-
-
-def blocks(pcm: bytes, freq: float, rate: int = 8000, ms: int = 100) -> list[float]:
-    """The amplitude of `freq` in each `ms` block: where a played tone is, and how loud."""
-    size = rate * ms // 1000 * 2
-    return [amp(pcm[i:i + size], freq, rate) for i in range(0, len(pcm) - size + 1, size)]
-
-
-def played_once(pcm: bytes, freq: float, seconds: float) -> None:
-    """A tone played at 8000 is in `pcm` for `seconds`, at 8000: once, not twice (16000)."""
-    levels = blocks(pcm, freq)
-    loud = [x for x in levels if x > 4000]
-    assert abs(len(loud) - seconds * 10) <= 2, levels
-    assert max(levels) == pytest.approx(8000, rel=0.15), levels
-
-
-def recent(conn, n: int = 40) -> bytes:
-    return b"".join(conn.binary[-n:])
+    """A bridged call streamed through taps (nobody's default any more: asked for)."""
+    return bridged(esl, rate, ",STREAM_SOURCE=taps" + extra)
 
 
 @pytest.mark.parametrize("mix", ["mono", "stereo", "mixed"])

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from ..call.host import StreamHost
 from ..call.stream import Stream
 from ..esl.connection import ESLError
+from ..protocols import choose as protocols
 from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
-from .settings import SettingsError, settings_from_variables, variables_from_dump
+from .settings import SettingsError, StreamSettings, settings_from_variables, variables_from_dump
 
 if TYPE_CHECKING:
     from ..esl.connection import ESLConnection
     from .calls import Calls
+    from .config import DaemonConfig
     from .resume import StreamRecord
 
 
@@ -34,22 +37,24 @@ class Admitting(StreamHost, Protocol):
 log = logging.getLogger(__name__)
 
 
-def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None) -> Stream:
-    """Start a stream for `cmd` (or carry on the one `record` says); raises CommandError."""
+def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
+          made: Callable[[Stream], object] | None = None) -> Stream:
+    """Start a stream for `cmd` (or carry on the one `record` says); raises CommandError.
+    `made`: told of the stream as soon as it is registered (before it connects)."""
     uuid = cmd.uuid
     d.starting.add(uuid)
     try:
         channel = channel_info(d.esl, uuid)
         track = d.calls.track(uuid, initial_state(channel))
         try:
-            settings = settings_from_variables(
-                variables_from_dump(channel), d.config.stream_defaults,
-                warn=lambda text: log.warning("%s: %s", uuid, text))
+            settings = stream_settings(d.config, channel, cmd, record)
         except SettingsError as exc:
             d.calls.forget(uuid)
             raise CommandError(str(exc)) from None
         stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record)
         d.streams[uuid] = stream
+        if made is not None:
+            made(stream)
         try:
             if record is None:
                 stream.start()
@@ -68,6 +73,19 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None) -> Strea
         return stream
     finally:
         d.starting.discard(uuid)
+
+
+def stream_settings(config: DaemonConfig, channel: Mapping[str, str], cmd: Start,
+                    record: StreamRecord | None = None) -> StreamSettings:
+    """The stream's settings: its STREAM_* variables over the daemon's defaults, as its protocol
+    connects (the record's, the command's, else STREAM_PROTOCOL's); SettingsError if unusable."""
+    uuid = cmd.uuid
+    settings = settings_from_variables(variables_from_dump(channel), config.stream_defaults,
+                                       warn=lambda text: log.warning("%s: %s", uuid, text))
+    name = record.protocol if record is not None else cmd.protocol or settings.protocol
+    settings = protocols.fit(name, settings, channel, config.audio_fork_subprotocol)
+    protocols.check(settings, cmd.rate, name)
+    return settings
 
 
 def channel_info(esl: ESLConnection, uuid: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+API = "uuid_audio_stream"
 SYNTAX = (
     "<uuid> [start | stop | send_text | pause | resume ] [wss-url | path] [mono | mixed | stereo] "
     "[8k | 16k | <rate>] [metadata]"
@@ -40,6 +41,10 @@ class Start:
     mix: str
     rate: int
     metadata: str | None
+    #: The wire protocol when the command says (uuid_audio_fork: "audio_fork"), else None:
+    #: STREAM_PROTOCOL's; and its own start options, in the shape its record keeps them.
+    protocol: str | None = None
+    options: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from .config_table import (
     Setting,
     lookup,
 )
-from .settings import VARIABLES
+from .settings import STREAM_VARIABLES
 
 #: One resolved value: (value, where it was set: "default" | "file" | an env name |
 #: "command line").
@@ -109,8 +109,8 @@ def _stream_default_text(label: str, value: Any) -> str:
 
 def _stream_default_name(label: str, name: str) -> str:
     upper = name.upper()
-    if upper not in VARIABLES:
-        raise ConfigError(label, f"unknown channel variable (known: {', '.join(VARIABLES)})")
+    if upper not in STREAM_VARIABLES:
+        raise ConfigError(label, f"unknown channel variable (known: {', '.join(STREAM_VARIABLES)})")
     return upper
 
 

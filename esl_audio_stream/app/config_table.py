@@ -146,6 +146,26 @@ def _owner(value: str) -> str | None:
     return None
 
 
+#: The accountSid a Twilio-mode stream reports when none is configured: Twilio's shape (AC and
+#: 32 hex digits), all zeros, so that no one takes it for a real account.
+TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+
+
+def _account_sid(value: str) -> str | None:
+    """Any short printable ASCII text (endpoints may check it against their own)."""
+    if not value or len(value) > 64 or not value.isascii() or not value.isprintable():
+        return f"1 to 64 printable ASCII characters, got {value!r}"
+    return None
+
+
+def _subprotocol(value: str) -> str | None:
+    """An HTTP token: what a Sec-WebSocket-Protocol value may be."""
+    if not value or not value.isascii() or not value.isprintable() or any(
+            c in value for c in ' ,;"()<>@:/[]?={}\\'):
+        return f"a WebSocket subprotocol name (an HTTP token), got {value!r}"
+    return None
+
+
 def _control_address(value: str) -> tuple[str, int]:
     return parse_hostport(value, CONTROL_PORT)
 
@@ -294,6 +314,16 @@ SETTINGS: tuple[Setting, ...] = (
                  "same\nFreeSWITCH never takes them). Empty: <hostname>:<control port>."),
     Setting("streams.orphan_timeout", "orphan_timeout", float, 30.0, _above(0, 86400),
             comment="a stream left without a daemon this long is ended, not carried on"),
+    # STREAM_PROTOCOL=twilio: the accountSid of every start and stop message.
+    Setting("streams.twilio_account_sid", "twilio_account_sid", str, TWILIO_ACCOUNT_SID,
+            _account_sid, comment="accountSid of twilio-protocol streams"),
+    # uuid_audio_fork streams (protocols/audio_fork.py): jambonz's MOD_AUDIO_FORK_SUBPROTOCOL_NAME
+    # (a channel variable of that name wins), and whether playAudio is also played by the daemon.
+    Setting("streams.audio_fork_subprotocol", "audio_fork_subprotocol", str,
+            "audio.drachtio.org", _subprotocol,
+            comment="WebSocket subprotocol uuid_audio_fork streams offer"),
+    Setting("streams.audio_fork_play_audio", "audio_fork_play_audio", bool, False,
+            comment="default AUDIO_FORK_PLAY_AUDIO: the daemon plays playAudio too"),
     # Not in the file: the code and the tests set them.
     # The WebSocket handshake's and close's bounds.
     Setting(None, "ws_connect_timeout", float, 5.0),

@@ -25,11 +25,13 @@ from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
 from ..media.files import clean_base
 from ..media.unicast import PortPool
-from . import commands, events, intake
+from ..protocols import audio_fork
+from . import commands, dtmf, events, fork_commands, intake
 from .admission import admit, channel_info
 from .calls import Calls, initial_state
 from .commands import CommandError
 from .config import DaemonConfig, changed_keys, reloadable
+from .fork import ForkFront
 from .keeper import Keeper
 from .outbox import Fire, Kept, Outbox, Send, Wait
 from .reconcile import Reconciler, start_of
@@ -77,8 +79,8 @@ class Daemon:
         )
         # Our own events too: one routed through a parked channel is confirmed when it comes
         # back, and fired again if the channel never fires it (see outbox.py).
-        self.esl.subscribe(*CHANNEL_EVENTS, *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
-                           intake.REPLY_SUBCLASS)
+        self.esl.subscribe(*CHANNEL_EVENTS, "DTMF", *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
+                           *audio_fork.SUBCLASSES, intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
         self.streams: dict[str, Stream] = {}
         self.starting: set[str] = set()
@@ -87,6 +89,7 @@ class Daemon:
         self.keeper = Keeper(self.esl, self.owner, heartbeat=cfg.orphan_timeout / 3)
         self.reconciler = Reconciler(self)
         self.calls = Calls()  # the streamed calls' states, the tap channels' owners
+        self.keys = dtmf.KeyRouter()  # the caller's keys, once each, to their streams
         self.outbox = Outbox()  # how events are routed, kept while ESL is down, fired again
         self._checker: gevent.Greenlet | None = None
         # greenlets running commands that came as events, and events fired again
@@ -94,6 +97,7 @@ class Daemon:
         self._auto_started: set[str] = set()  # calls auto-started once (a re-park must not)
         self._flusher: gevent.Greenlet | None = None
         self.counters = Counters()  # read by ops/metrics.py at scrape time
+        self.fork = ForkFront(self)  # the uuid_audio_fork API: mod_audio_fork's bugs
         self.closing = False
         #: The control endpoint, attached by whoever builds the daemon (service.build_daemon).
         self.control: Attached | None = None
@@ -131,7 +135,9 @@ class Daemon:
     def start(self) -> None:
         """Raises SettingsError when the daemon-wide TLS defaults name unusable files."""
         ssl_context_for(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
-        removed = clean_base(self.config.files_dir)  # no audio file survives a restart
+        # no audio file survives a restart; a FIFO FreeSWITCH may still record into waits for
+        # the reconcile after connecting (the stream is carried on, or its files go)
+        removed = clean_base(self.config.files_dir, spare_fifos=True)
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
         self.keeper.start()
@@ -156,6 +162,7 @@ class Daemon:
             log.error("stopping with %d events never fired (FreeSWITCH not connected)",
                       self.outbox.unsent)
         self._intake.kill(timeout=2)
+        self.fork.stop()
         if self.control is not None:
             self.control.stop()
         self.keeper.stop()
@@ -227,15 +234,20 @@ class Daemon:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def execute(self, args: str | bytes) -> str:
-        """Carry out one `uuid_audio_stream` argument string; return mod_audio_stream's answer."""
+    def execute(self, args: str | bytes, api: str = commands.API) -> str:
+        """Carry out one argument string of `api` (uuid_audio_stream, or uuid_audio_fork: see
+        fork.py); return that module's answer."""
+        if api == fork_commands.API:
+            return self.fork.execute(args)
+        if api != commands.API:
+            return commands.err(f"unknown API {api!r}: {commands.API} or {fork_commands.API}")
         try:
             cmd = commands.parse_command(args)
             if isinstance(cmd, commands.Start):
                 self._start(cmd)
             else:
                 stream = self.streams.get(cmd.uuid)
-                if stream is None:
+                if stream is None or stream.protocol.name == audio_fork.NAME:
                     raise CommandError(f"no audio stream on {cmd.uuid}")
                 if isinstance(cmd, commands.Stop):
                     stream.stop("command", cmd.text)
@@ -261,7 +273,7 @@ class Daemon:
 
     def carry_on(self, uuid: str, record: StreamRecord) -> None:
         """A stream a previous process left on its call, carried on (reconcile.py)."""
-        admit(self, start_of(uuid, record), record)
+        self.fork.adopt(admit(self, start_of(uuid, record), record))
 
     def channel_info_or_empty(self, uuid: str) -> dict[str, str]:
         try:
@@ -327,6 +339,7 @@ class Daemon:
         if self.streams.get(stream.uuid) is stream:
             del self.streams[stream.uuid]
         self.calls.forget(stream.uuid)
+        self.fork.stream_ended(stream)
         self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
                  stream.cause, stream.frames_in, stream.frames_out, stream.dropped_total)
@@ -335,6 +348,9 @@ class Daemon:
 
     def _on_event(self, event: Event) -> None:
         name = event.name
+        if name == "DTMF":
+            self.keys.route(event.headers, self.streams, self.calls.tap_owners, time.monotonic())
+            return
         if name == "CUSTOM" or (not name and event.subclass):
             seq = event.get(events.ROUTED_HEADER)
             if seq is not None:  # one of ours, delivered by the channel
@@ -351,6 +367,7 @@ class Daemon:
                 self._intake.spawn(self._run_intake, found, events.CallState.PARKED)
         elif name == "CHANNEL_DESTROY":
             self._auto_started.discard(event.uuid)
+            self.fork.call_gone(event.uuid)
         again = self.outbox.channel_event(name, event.uuid)
         if again:
             for send in again:
@@ -377,7 +394,7 @@ class Daemon:
         """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""
         if self.closing:
             return
-        answer = self.execute(found.args)
+        answer = self.execute(found.args, found.api)
         if found.source == "auto-start" and not answer.startswith("+OK"):
             log.error("%s: auto-start failed: %s", found.uuid, answer.strip())
         self.fire(found.uuid, intake.REPLY_SUBCLASS, answer, extra=intake.reply_headers(found),

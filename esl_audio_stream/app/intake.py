@@ -4,7 +4,8 @@ Pure: it turns one ESL event into the `uuid_audio_stream` argument string to run
 so a dialplan can drive the daemon with stock applications:
 
 - `event` application (or any ESL client's `sendevent CUSTOM`) with
-  `Event-Subclass: esl_audio_stream::command` and `Command: <uuid> start <url> mono 16k ...`;
+  `Event-Subclass: esl_audio_stream::command` and `Command: <uuid> start <url> mono 16k ...`
+  (`API: uuid_audio_fork` for mod_audio_fork's command; `uuid_audio_stream` by default);
   the answer goes back as a CUSTOM `esl_audio_stream::reply` event.
 - a channel that parks carrying `AUDIO_STREAM_URL` (and optionally AUDIO_STREAM_MIX,
   AUDIO_STREAM_RATE, AUDIO_STREAM_METADATA) starts streaming, once per call.
@@ -16,9 +17,12 @@ from dataclasses import dataclass
 
 from ..call.taps import TAP_VAR
 from ..esl.protocol import Event
+from .commands import API
 
 COMMAND_SUBCLASS = "esl_audio_stream::command"
 REPLY_SUBCLASS = "esl_audio_stream::reply"
+#: The command event's header naming the API its Command is for (uuid_audio_stream if none).
+API_HEADER = "API"
 #: Events the daemon subscribes to for intake (CUSTOM subclasses go last in `event plain`).
 SUBSCRIPTIONS = ("CUSTOM", COMMAND_SUBCLASS)
 
@@ -33,6 +37,7 @@ class Intake:
     uuid: str  # the call it is about (for the reply)
     source: str  # "event" | "auto-start"
     event_uuid: str  # Event-UUID of the command event, for the reply ("" for auto-start)
+    api: str = API  # uuid_audio_stream | uuid_audio_fork
 
 
 def from_event(event: Event) -> Intake | None:
@@ -47,7 +52,8 @@ def from_event(event: Event) -> Intake | None:
         args = event.body.decode("utf-8", "surrogateescape")
     args = args.strip()
     uuid = args.split(" ", 1)[0] if args else event.uuid
-    return Intake(args, uuid, "event", event.get("Event-UUID", "") or "")
+    api = (event.get(API_HEADER) or "").strip() or API
+    return Intake(args, uuid, "event", event.get("Event-UUID", "") or "", api)
 
 
 def auto_start(event: Event) -> Intake | None:

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from ..esl.connection import ESLError
-from ..media.files import CallFiles
+from ..media.files import CallFiles, clean_base
 from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
@@ -99,6 +99,18 @@ class Reconciler:
                 self._end_orphan(uuid, record, away)
             else:
                 self._carry_on(uuid, record)
+        # what no stream claims: left by a process that died (start-up spares FIFOs for us);
+        # a recording still going into such a FIFO is stopped (a process killed in the middle
+        # of a stop), or FreeSWITCH would record into the void until the call ends
+        clean_base(d.config.files_dir, keep=set(d.streams) | d.starting,
+                   on_fifo=self._stop_recording)
+
+    def _stop_recording(self, uuid: str, fifo: str) -> None:
+        """That recording only (the path is ours): the user's own go on. An answer of -ERR (none
+        runs) is the usual case."""
+        with contextlib.suppress(ESLError):
+            if self.daemon.esl.api(f"uuid_record {uuid} stop {fifo}").startswith("+OK"):
+                log.warning("%s: a recording into %s nobody read: stopped", uuid, fifo)
 
     def _check_registry(self) -> None:
         """Streams whose calls went away while we could not hear."""
@@ -137,8 +149,8 @@ class Reconciler:
 
     def _end_orphan(self, uuid: str, record: StreamRecord, away: float) -> None:
         """Left without a daemon longer than orphan_timeout: FreeSWITCH is told to stop sending
-        (the write-back thread ended, a parked call re-parked, taps killed), the record dropped,
-        the disconnect event fired."""
+        (the write-back thread ended, a parked call re-parked, taps killed, the recording
+        stopped), the record dropped, the disconnect event fired."""
         d = self.daemon
         esl = d.esl
         if record.fs_port:  # a zero-length datagram from anyone ends the write-back thread
@@ -148,6 +160,8 @@ class Reconciler:
         with contextlib.suppress(ESLError):
             for tap in record.taps:
                 esl.api(f"uuid_kill {tap.uuid}")
+            if record.fifo:  # that recording only: the user's own go on
+                esl.api(f"uuid_record {uuid} stop {record.fifo}")
             if record.fs_port and esl.api(
                     f"uuid_getvar {uuid} current_application").strip() == "park":
                 esl.api(f"uuid_transfer {uuid} park inline")

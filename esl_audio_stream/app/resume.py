@@ -6,9 +6,10 @@ FreeSWITCH, not in the process:
 
 - on the channel, one variable (`STATE_VAR`): the stream's `StreamRecord` -- url, mix, rate,
   metadata, protocol, source, the ports FreeSWITCH streams to and from, the tap channels, the
-  owner, the marks the endpoint still waits for. STREAM_* variables are not copied: they are on
-  the channel already and are read again on resume. Encoded as base64url of compact JSON, because
-  FreeSWITCH's argument splitting eats quotes and backslashes (switch_separate_string);
+  FIFO it records into, the owner, the marks the endpoint still waits for. STREAM_* variables
+  are not copied: they are on the channel already and are read again on resume. Encoded as
+  base64url of compact JSON, because FreeSWITCH's argument splitting eats quotes and
+  backslashes (switch_separate_string);
 - among FreeSWITCH's global variables, one per stream (`index_var`: a daemon finds its streams
   with one `global_getvar`, not one command per channel) and one per owner (`alive_var`: when the
   owner last showed it was alive, so a stream left without a daemon for longer than the orphan
@@ -54,7 +55,7 @@ class StreamRecord:
     mix: str
     rate: int
     metadata: str | None
-    source: str  # direct | taps
+    source: str  # direct | record | taps
     protocol: str = "mod_audio_stream"
     #: The call's own unicast (direct; or taps + inject's write-back port): FreeSWITCH's port
     #: and the daemon's; 0 when there is none.
@@ -65,6 +66,9 @@ class StreamRecord:
     #: Marks the endpoint sent whose audio had not played: answered `cleared` on resume.
     marks: tuple[str, ...] = ()
     started: float = 0.0  # epoch seconds, when the stream first started
+    #: The record source: the FIFO FreeSWITCH records the call into, and its rate.
+    fifo: str = ""
+    fifo_rate: int = 0
     extra: dict = field(default_factory=dict)  # room for what later protocols need
 
     def encode(self) -> str:
@@ -99,10 +103,12 @@ def decode(text: str) -> StreamRecord:
             taps=taps, paused=bool(data.get("paused", False)),
             marks=tuple(str(m) for m in data.get("marks", ())),
             started=float(data.get("started", 0.0)),
+            fifo=str(data.get("fifo", "")), fifo_rate=int(data.get("fifo_rate", 0)),
             extra=dict(data.get("extra") or {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"stream record without a usable {exc}") from None
-    if record.mix not in ("mono", "mixed", "stereo") or record.source not in ("direct", "taps"):
+    if (record.mix not in ("mono", "mixed", "stereo")
+            or record.source not in ("direct", "record", "taps")):
         raise RecordError("stream record with an unknown mix or source")
     return record
 

@@ -53,6 +53,9 @@ class StreamSettings:
     tls_check_hostname: bool = True
     playback_mode: str = "inject"
     source: str = "auto"
+    protocol: str = "mod_audio_stream"
+    send_dtmf: bool = False
+    audio_encoding: str = "l16"
 
 
 #: The STREAM_* names, in the order of mod_audio_stream's README table.
@@ -68,17 +71,34 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_TLS_CERT_FILE",
     "STREAM_TLS_DISABLE_HOSTNAME_VALIDATION",
     "STREAM_PLAYBACK_MODE",  # ours: how the endpoint's audio is played into the call
-    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, or loopback taps)
+    "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, a recording, taps)
 )
-_KNOWN = frozenset(VARIABLES)
+#: Ours, about what is said on the wire (protocols/): which protocol, the caller's keys in
+#: mod_audio_stream mode, L16 or G.711.
+WIRE_VARIABLES: tuple[str, ...] = (
+    "STREAM_PROTOCOL",
+    "STREAM_SEND_DTMF",
+    "STREAM_AUDIO_ENCODING",
+)
+#: Every STREAM_* name a channel (or [stream_defaults]) may set.
+STREAM_VARIABLES = VARIABLES + WIRE_VARIABLES
+_KNOWN = frozenset(STREAM_VARIABLES)
 
 #: inject: frames written to unicast's write-back port (default); displace: uuid_displace per
 #: chunk; broadcast: uuid_broadcast per chunk, which stops FreeSWITCH's stream while it plays.
 PLAYBACK_MODES = ("inject", "displace", "broadcast")
 
-#: auto: `direct` for mono on a parked call, `taps` otherwise; direct: unicast on the call itself
-#: (it must be parked); taps: loopback channels eavesdropping on the call's read/write sides.
-SOURCES = ("auto", "direct", "taps")
+#: auto: `direct` on a parked call, `record` otherwise; direct: unicast on the call itself (it
+#: must be parked); record: FreeSWITCH records the call into a FIFO the daemon reads (any call);
+#: taps: loopback channels eavesdropping on the call's read/write sides (any call, the costliest).
+SOURCES = ("auto", "direct", "record", "taps")
+
+#: mod_audio_stream: its own wire protocol (binary L16, JSON answers); twilio: Twilio Media
+#: Streams (JSON text frames, µ-law 8 kHz), which most voice-bot software speaks.
+PROTOCOLS = ("mod_audio_stream", "twilio")
+
+#: What mod_audio_stream-mode audio is on the wire: L16, or G.711 (8 kHz only, a byte a sample).
+AUDIO_ENCODINGS = ("l16", "pcmu", "pcma")
 
 _TRUE_WORDS = frozenset({"yes", "on", "true", "t", "enabled", "active", "allow"})
 # Spellings of "false" we accept without a warning; anything else is false too (switch_true),
@@ -322,6 +342,12 @@ def _merge(
         changes["playback_mode"] = _choice(v, "STREAM_PLAYBACK_MODE", PLAYBACK_MODES)
     if "STREAM_SOURCE" in v:
         changes["source"] = _choice(v, "STREAM_SOURCE", SOURCES)
+    if "STREAM_PROTOCOL" in v:
+        changes["protocol"] = _choice(v, "STREAM_PROTOCOL", PROTOCOLS)
+    if "STREAM_SEND_DTMF" in v:
+        changes["send_dtmf"] = _bool_var("STREAM_SEND_DTMF", v["STREAM_SEND_DTMF"], warn)
+    if "STREAM_AUDIO_ENCODING" in v:
+        changes["audio_encoding"] = _choice(v, "STREAM_AUDIO_ENCODING", AUDIO_ENCODINGS)
     settings = replace(defaults, **changes)
     check_client_cert(settings)
     return settings
@@ -370,5 +396,5 @@ def defaults_from_mapping(
     """
     for key in values:
         if key.upper() not in _KNOWN:
-            raise SettingsError(f"{key}: unknown setting (known: {', '.join(VARIABLES)})")
+            raise SettingsError(f"{key}: unknown setting (known: {', '.join(STREAM_VARIABLES)})")
     return _merge(values, StreamSettings(), warn, strict=True)

@@ -20,8 +20,9 @@ The state (`LinkState`, its transitions in `_NEXT`, changed only by `_set_state`
 - RECONNECTING: the connection dropped (no close frame, or a close code in RETRY_CODES):
   `mod_audio_stream::disconnect` fired; the worker retries with capped exponential backoff and
   jitter, each failed try firing `mod_audio_stream::error` with `retries`, `wait_time` (ms) and
-  `http_status`. On success: the metadata first, `mod_audio_stream::connect`, then BACKLOGGED
-  (the backlog, in order, then live audio).
+  `http_status`. On success: the greeting first (the protocol's: mod_audio_stream's metadata,
+  Twilio's connected + start), `mod_audio_stream::connect`, then BACKLOGGED (the backlog, in
+  order, then live audio).
 - CLOSING -> CLOSED: `close()` (everything queued goes first, bounded), or `abort()`; CLOSED also
   when the endpoint closed deliberately (the stream ends: `on_gone`) or the retries ran out.
 
@@ -76,6 +77,7 @@ class Connection(Protocol):
     def connect(self) -> None: ...
     def send_binary(self, data: bytes) -> bool: ...
     def send_text(self, text: str) -> bool: ...
+    def send_text_utf8(self, data: bytes) -> bool: ...
     def flush(self) -> bool: ...
     def wait_writable(self, timeout: float) -> bool: ...
     def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -118,6 +120,8 @@ class Link:
         on_gone: Callable[[int, str], None],
         metadata: str | None,
         reconnect: bool,
+        greeting: Callable[[], Sequence[str]] | None = None,
+        audio_as_text: bool = False,
         backlog_bytes: int,
         headers: Sequence[tuple[str, str]] = (),
         deflate: bool = True,
@@ -135,6 +139,10 @@ class Link:
         self._on_binary = on_binary
         self._on_gone = on_gone
         self.metadata = metadata
+        #: What opens every connection; None: the metadata (when there is one).
+        self._greeting = greeting
+        #: Audio messages go as text frames (Twilio's JSON, already UTF-8), not binary ones.
+        self._audio_as_text = audio_as_text
         self.reconnect = reconnect
         self.max_tries = max_tries
         self._factory = connection_factory
@@ -213,11 +221,20 @@ class Link:
             self._wake()
 
     def _greet(self, conn: Connection) -> None:
-        """The metadata, first on every connection; WSError if the connection died on it."""
-        if self.metadata and not conn.send_text(self.metadata):
-            err = conn.last_error or WSError(WSErrorCode.IO, "connection lost as it opened")
-            conn.abort()
-            raise err
+        """The greeting (the protocol's; else the metadata), first on every connection;
+        WSError if the connection died on it."""
+        if self._greeting is not None:
+            texts: Sequence[str] = self._greeting()
+        else:
+            texts = (self.metadata,) if self.metadata else ()
+        for text in texts:
+            if not conn.send_text(text):
+                err = conn.last_error or WSError(WSErrorCode.IO, "connection lost as it opened")
+                conn.abort()
+                raise err
+
+    def _audio_sender(self, conn: Connection) -> Callable[[bytes], bool]:
+        return conn.send_text_utf8 if self._audio_as_text else conn.send_binary
 
     def _take(self, conn: Connection) -> None:
         """Use `conn` from now on: the backlog goes first, then live audio."""
@@ -225,7 +242,7 @@ class Link:
             conn.abort()  # the link was closed while this connection was being made
             raise WSError(WSErrorCode.IO, "closed while connecting")
         self.ws = conn
-        self._put = conn.send_binary
+        self._put = self._audio_sender(conn)
         self._set_state(LinkState.BACKLOGGED)
 
     def _push(self, conn: Connection) -> bool:
@@ -235,10 +252,10 @@ class Link:
             return False
         backlog = self._backlog
         if backlog:
-            send_binary, send_text = conn.send_binary, conn.send_text
+            send_audio, send_text = self._audio_sender(conn), conn.send_text
             while backlog:
                 item = backlog.pop()
-                if not (send_text(item) if item.__class__ is str else send_binary(item)):
+                if not (send_text(item) if item.__class__ is str else send_audio(item)):
                     backlog.push_front(item)  # congested, or it died on this send
                     return False
         return not conn.congested

@@ -19,6 +19,9 @@ How the two sides are paired (`pairing`):
   count; what the daemon plays by displace is added to the write side (the taps were attached
   before the displace, so FreeSWITCH leaves it out of them: facts file), unless FreeSWITCH
   already has it there (`in_tap`: a displace that was playing when the taps were made).
+- `interleaved` (stereo/mixed from one stereo recording, call/record_source.py): FreeSWITCH
+  already pairs the two sides (left read, right write) in each frame; what the daemon plays by
+  displace is added to the right side, on the same terms as with taps; mixed sums the two.
 
 Per-frame cost is the point of this module: `feed` is bound once to the variant the stream's
 shape needs, nothing is looked up or allocated per frame that could be done once per call, and
@@ -44,7 +47,9 @@ from ..media.resample import Resampler, make_resampler
 
 _add = audioop.add
 
-PAIRINGS = ("none", "clock", "taps")
+PAIRINGS = ("none", "clock", "taps", "interleaved")
+_tomono = audioop.tomono
+_tostereo = audioop.tostereo
 
 
 class AudioOut(Protocol):
@@ -109,7 +114,8 @@ class FramePipeline:
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
         if (pairing == "none") != (mix == "mono"):
-            raise ValueError(f"{mix} needs pairing {'none' if mix == 'mono' else 'clock/taps'}")
+            raise ValueError(f"{mix} needs pairing "
+                             f"{'none' if mix == 'mono' else 'clock/taps/interleaved'}")
         if pairing == "clock" and now is None:
             raise ValueError("the clock pairing needs `now`")
         self.mix = mix
@@ -323,13 +329,16 @@ class FramePipeline:
             return self._clocked
         if self.pairing == "taps":
             return self._tap_read
+        if self.pairing == "interleaved":
+            return self._interleaved
         return self._emit if self._player is None else self._mono_paced
 
     def _setup(self, first_len: int) -> None:
         """Per-call work done once, on the first frame: rate, pairing, resampler, chunker."""
         if not self.channel_rate:  # no read_rate variable: one datagram is one 20 ms frame
-            self.channel_rate = first_len // 2 * (1000 // PTIME_MS)
-        if self.pairing != "none":
+            inputs = 2 if self.pairing == "interleaved" else 1
+            self.channel_rate = first_len // 2 // inputs * (1000 // PTIME_MS)
+        if self.pairing in ("clock", "taps"):
             self._mixer = Mixer(self.mix, first_len)
             if self.pairing == "taps":
                 self._aligner = TapAligner(first_len)
@@ -383,6 +392,16 @@ class FramePipeline:
             self._held = frame
         else:
             emit(combine(frame, played()))
+
+    def _interleaved(self, frame: bytes) -> None:
+        """One frame of a stereo recording (left read, right write): what the daemon plays this
+        slot is added to the right side unless FreeSWITCH already has it there; mixed sums the
+        two sides, clipping at full scale."""
+        played = self._slot()
+        if (played is not None and 2 * len(played) == len(frame)
+                and self._player.tag not in self._in_tap):  # type: ignore[union-attr]
+            frame = _add(frame, _tostereo(played, 2, 0, 1), 2)
+        self._emit(frame if self.channels == 2 else _tomono(frame, 2, 1, 1))
 
     def _tap_read(self, frame: bytes) -> None:
         self._aligner.push(READ, frame)  # type: ignore[union-attr]

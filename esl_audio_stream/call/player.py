@@ -49,7 +49,8 @@ class Player:
                  files_dir: str | Path, files_group: str | None = None,
                  api: Callable[[str], str] | None = None, suppress_log: bool = False,
                  max_queue_seconds: float = MAX_QUEUE_SECONDS,
-                 marks_changed: Callable[[], None] = lambda: None) -> None:
+                 marks_changed: Callable[[], None] = lambda: None,
+                 marks_when_heard: bool = False) -> None:
         self.uuid = uuid
         self._fire = fire
         self._send_mark = send_mark
@@ -64,6 +65,10 @@ class Player:
         self._on_idle: Callable[[], None] | None = None
         #: The marks waiting changed (the stream's record keeps them, for a restart to answer).
         self._marks_changed = marks_changed
+        #: Answer a mark when its last frame has been heard (a slot after it was handed over,
+        #: Twilio's "played"), not as it is handed over (mod_audio_stream's, kept as it was).
+        self._when_heard = marks_when_heard
+        self._heard: tuple[str, ...] = ()  # marks whose last frame plays in this slot
         self.frames_played = 0
         self.write_failures = 0
         self.chunks = 0
@@ -73,11 +78,12 @@ class Player:
 
     # -- what the endpoint asked for (from the protocol) -------------------------------------
 
-    def play(self, chunk: Chunk, announce: bool = False) -> None:
+    def play(self, chunk: Chunk, announce: bool = False, queue: bool = True) -> None:
         """Queue a chunk after what plays. `announce`: it is a streamAudio message, whose file
-        is named in a `mod_audio_stream::play` event (mod_audio_stream's behaviour)."""
+        is named in a `mod_audio_stream::play` event (mod_audio_stream's behaviour); `queue`
+        False: only that, the file is the application's to play (mod_audio_fork's playAudio)."""
         path = None
-        if announce or self.needs_files:
+        if announce or (queue and self.needs_files):
             try:
                 path = self.files.write(chunk)
             except OSError as exc:
@@ -88,7 +94,8 @@ class Player:
             if not self.suppress_log:
                 log.info("%s: play %s", self.uuid, body)  # never the base64
             self._fire(events.PLAY, body)
-        self._queue(chunk, None if path is None else str(path))
+        if queue:
+            self._queue(chunk, None if path is None else str(path))
 
     def mark(self, name: str) -> None:
         """Answered (`playout`) when all audio queued before it has played: at once when none
@@ -96,16 +103,19 @@ class Player:
         if self.queue.playing:
             self.queue.push_mark(name)
             self._marks_changed()
+        elif self._heard:  # the last frame before it is still being heard
+            self._heard += (name,)
         else:
             self._send_mark(name, "playout")
 
     @property
     def pending_marks(self) -> list[str]:
         """Marks not answered yet, in order."""
-        return self.queue.marks()
+        return [*self._heard, *self.queue.marks()]
 
     def clear(self) -> None:
         """Barge-in: stop what plays, drop the queue; dropped marks are answered `cleared`."""
+        self._answer_heard()  # their audio has been handed over: played
         names = self.queue.clear()
         for name in names:
             self._send_mark(name, "cleared")
@@ -114,6 +124,11 @@ class Player:
         for resampler in self._resamplers.values():
             if resampler is not None:
                 resampler.reset()
+
+    def interrupt(self) -> None:
+        """Break what FreeSWITCH itself plays on the call (an application's playback, a
+        broadcast): mod_audio_fork's killAudio sets CF_BREAK, which `uuid_break` does."""
+        self._jobs.spawn(self._run, f"uuid_break {self.uuid}")
 
     def error(self, message: str) -> None:
         """An endpoint message that cannot be played: an error event; the stream goes on."""
@@ -149,7 +164,8 @@ class Player:
 
     @property
     def playing(self) -> bool:
-        return self.queue.queued_bytes > 0
+        """Audio waits, or marks wait for their last frame to be heard: a slot is wanted."""
+        return self.queue.queued_bytes > 0 or bool(self._heard)
 
     @property
     def queued_seconds(self) -> float:
@@ -167,20 +183,34 @@ class Player:
         return None
 
     def next_frame(self) -> bytes | None:
-        """The frame the call hears in this slot; marks it reaches are answered."""
+        """The frame the call hears in this slot; marks it reaches are answered (or, when
+        heard, in the next slot: when the last frame has been heard)."""
+        if self._heard:
+            self._answer_heard()
         frame, marks = self.queue.pop_frame()
         if frame is not None:
             self._played(frame)
         else:
             self._ran_dry()
         if marks:
-            for name in marks:
-                self._send_mark(name, "playout")
-            self._marks_changed()
+            if self._when_heard and frame is not None:
+                self._heard = marks
+            else:
+                for name in marks:
+                    self._send_mark(name, "playout")
+                self._marks_changed()
         if self._on_idle is not None and not self.queue.queued_bytes:
             callback, self._on_idle = self._on_idle, None
+            self._answer_heard()  # no next slot may come (a pause closes the source)
             callback()
         return frame
+
+    def _answer_heard(self) -> None:
+        heard, self._heard = self._heard, ()
+        if heard:
+            for name in heard:
+                self._send_mark(name, "playout")
+            self._marks_changed()
 
     def _played(self, frame: bytes) -> None:
         self.frames_played += 1
@@ -210,6 +240,7 @@ class Player:
         (what it plays now plays out) and the files are left to the next process."""
         self._jobs.kill(timeout=1)
         self.queue.clear()
+        self._heard = ()  # the record keeps them: the next process answers them
         self._on_idle = None
         for resampler in self._resamplers.values():
             if resampler is not None:
@@ -222,6 +253,7 @@ class Player:
         self._jobs.kill(timeout=1)
         self._stop_playing(hung_up)
         self.queue.clear()
+        self._heard = ()
         self._on_idle = None
         for resampler in self._resamplers.values():
             if resampler is not None:

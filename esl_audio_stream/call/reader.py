@@ -1,18 +1,22 @@
-"""One datagram in: an io watcher that reads a UDP socket into a function, from the event loop.
+"""Frames in: an io watcher that reads a UDP socket (one datagram a frame) or a FIFO (a byte
+stream, cut into frames) into a function, from the event loop.
 
-Every source of frames (the call's own unicast, each tap, the write-back port's clock) reads the
-same way, so it is written once here. The callback runs in the event loop itself (a libev io
-watcher, not a greenlet): no greenlet switch and one `recv` per frame. It must never block and
-never raise into the hub: a socket error or an error of the function it feeds stops the reader
-and is handed to `failed` once.
+Every source of frames (the call's own unicast, each tap, the write-back port's clock, a
+recording's FIFO) reads the same way, so it is written once here. The callback runs in the event
+loop itself (a libev io watcher, not a greenlet): no greenlet switch and one `recv`/`read` per
+wake-up. It must never block and never raise into the hub: a read error or an error of the
+function it feeds stops the reader and is handed to `failed` once.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from socket import socket
 
 import gevent
+
+from ..media.frames import Chunker
 
 _SKIP = (BlockingIOError, InterruptedError, ConnectionRefusedError)  # spurious wake-up; ICMP
 _MAX_DATAGRAM = 8192
@@ -70,3 +74,78 @@ def drain(sock: socket) -> int:
             n += 1
     except OSError:  # BlockingIOError: empty
         return n
+
+
+_read = os.read
+
+
+def _discard(frame: bytes) -> None:
+    pass
+
+
+class FifoReader:
+    """Reads a FIFO into `take(frame)`, cut into frames of `frames` bytes (a size, or the
+    cycle chunk_pattern gives) whatever sizes the reads return: a FIFO is a byte stream, and
+    FreeSWITCH writes it in bursts at the start (and in any size a full pipe lets through).
+    At most `max_frames` frames are read per wake-up, so one reader with a backlog never holds
+    the event loop (the watcher is level-triggered: what is left wakes it again on the next
+    loop, after the other readers). EOF -- the writer closed it -- stops the reader and calls
+    `on_eof` once (from the event loop: it must not block)."""
+
+    __slots__ = ("_chunker", "_failed", "_fd", "_max", "_on_eof", "_take", "_watcher",
+                 "bytes_in", "eof")
+
+    def __init__(self, fd: int, frames: int | tuple[int, ...], take: Callable[[bytes], None],
+                 failed: Callable[[BaseException], None], on_eof: Callable[[], None],
+                 max_frames: int = 8) -> None:
+        self._fd = fd
+        self._chunker = Chunker(frames)
+        self._max = max(frames if isinstance(frames, int) else max(frames), 1) * max_frames
+        self._take = take
+        self._failed = failed
+        self._on_eof = on_eof
+        self.bytes_in = 0
+        self.eof = False
+        self._watcher = gevent.get_hub().loop.io(fd, 1)
+        self._watcher.start(self._ready)
+
+    def _ready(self) -> None:
+        try:
+            data = _read(self._fd, self._max)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._watcher.stop()
+            self._failed(exc)
+            return
+        if not data:
+            self._watcher.stop()
+            self.eof = True
+            self._on_eof()
+            return
+        self.bytes_in += len(data)
+        chunker = self._chunker
+        try:
+            if chunker.empty and len(data) == chunker.whole:  # one write, one frame
+                self._take(data)
+                return
+            chunker.push(data)
+            take = self._take
+            while (frame := chunker.pop()) is not None:
+                take(frame)
+        except Exception as exc:
+            self._watcher.stop()
+            self._failed(exc)
+
+    def discard(self) -> None:
+        """Read on, feeding nothing: a writer whose reader stopped reading would block once
+        the pipe is full, and FreeSWITCH's recording thread would then hold up the stop."""
+        self._take = _discard
+
+    def stop(self) -> None:
+        self._watcher.stop()
+
+    def close(self) -> None:
+        """Stop for good (before the fd is closed: a watcher must not outlive its fd)."""
+        self._watcher.stop()
+        self._watcher.close()

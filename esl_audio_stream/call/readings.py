@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..media.pcm import audioop
 from .direct import DirectSource
+from .record_source import RecordSource
 from .state import LIVE, StreamState
 from .tap_source import TapSource
 
@@ -62,7 +64,11 @@ class StreamReadings:
 
     @property
     def last_frame(self) -> bytes:
-        return self.pipeline.last_frame
+        """The caller's last frame (a stereo recording's left side)."""
+        frame = self.pipeline.last_frame
+        if self.pipeline.pairing == "interleaved" and len(frame) >= 4:
+            return audioop.tomono(frame[: len(frame) & ~3], 2, 1, 0)
+        return frame
 
     @property
     def bytes_out(self) -> int:
@@ -99,6 +105,18 @@ class StreamReadings:
     def tap_reopens(self) -> int:
         source = self._source
         return source.reopens if isinstance(source, TapSource) else 0
+
+    @property
+    def recording(self) -> str:
+        """The FIFO FreeSWITCH records the call into ("" when none: another source, paused)."""
+        source = self._source
+        return source.path if isinstance(source, RecordSource) else ""
+
+    @property
+    def recording_restarts(self) -> int:
+        """Recordings made again after one ended while the call went on."""
+        source = self._source
+        return source.restarts if isinstance(source, RecordSource) else 0
 
     @property
     def restores(self) -> int:

@@ -1,13 +1,17 @@
 """Where a stream's audio comes from, behind one interface: the call's own unicast
-(`DirectSource`, call/direct.py) or loopback taps (`TapSource`, call/taps.py).
+(`DirectSource`, call/direct.py), a recording of the call into a FIFO (`RecordSource`,
+call/record_source.py) or loopback taps (`TapSource`, call/taps.py).
 
 A source owns everything that brings FreeSWITCH's frames in -- its ports and sockets (leases,
-call/lease.py), io watchers (call/reader.py), tap channels and the job that makes them again --
-feeds the frames to the stream's pipeline, says how the endpoint's audio can be played into the
-call (`playback`), and releases it all in `close`.
+call/lease.py), io watchers (call/reader.py), tap channels, a recording and its FIFO, the job
+that makes them again -- feeds the frames to the stream's pipeline, says how the endpoint's
+audio can be played into the call (`playback`), and releases it all in `close`.
 
 - `direct`: unicast on the call itself, which must be parked. Its datagrams are the caller's
   frames; they also pace the playback (write-back port, or the queue's clock for displace).
+- `record`: FreeSWITCH records the call into a FIFO in the call's private directory (one media
+  bug, no extra channel): the read side for mono, stereo (left read, right write) otherwise. Any
+  call. Its frames pace displace playback; inject on a parked call goes through `WriteBackPort`.
 - `taps`: one loopback tap for the read side and, for stereo/mixed, one for the write side. Any
   call, bridged or running an application. The tap frames pace displace playback. Inject
   playback on a parked call goes through a unicast on the call itself (`WriteBackPort`), used

@@ -26,8 +26,10 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
-from ..protocols.mod_audio_stream import ModAudioStream
+from ..media.files import CallFiles
+from ..protocols import choose as protocols
 from ..ws.errors import WSError
+from . import source_choice
 from .answers import EndpointAnswers
 from .direct import DirectSource
 from .host import StreamHost
@@ -35,9 +37,9 @@ from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
 from .readings import StreamReadings
+from .source_choice import make_source
 from .sources import Playback, SourceEnv, SourceError
 from .state import LIVE, StreamState, advance
-from .tap_source import TapSource
 
 if TYPE_CHECKING:
     from .sources import Source
@@ -70,13 +72,20 @@ class Stream(StreamReadings, EndpointAnswers):
         self.done = gevent.event.Event()  # set once everything is released
         self._started = gevent.event.Event()  # set once start() has finished, either way
         self._peer_close: tuple[int, str] | None = None
-        self.protocol = ModAudioStream(metadata=cmd.metadata, stream_rate=cmd.rate,
-                                       max_audio_bytes=self.config.max_audio_bytes)
         #: What a previous daemon process left on the call, when this stream carries it on.
         self.resumed = resumed
         self.started_epoch = resumed.started if resumed is not None else time.time()
-        #: Where the audio comes from: "direct" or "taps" (see call/sources.py).
-        self.source = resumed.source if resumed is not None else self._choose_source()
+        #: What the endpoint is spoken to in (protocols/): a carried-on stream keeps its own.
+        self.protocol = protocols.make(
+            resumed.protocol if resumed is not None else self.settings.protocol,
+            uuid=self.uuid, metadata=cmd.metadata, rate=cmd.rate, mix=cmd.mix,
+            settings=self.settings, account_sid=self.config.twilio_account_sid,
+            max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
+            resumed=resumed.extra if resumed is not None else cmd.options)
+        self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
+        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
+        self.source = (resumed.source if resumed is not None
+                       else source_choice.choose(self.settings.source, self._parked()))
         self.pipeline = self._make_pipeline(channel_rate)
         self._source: Source | None = None
         self._env: SourceEnv | None = None
@@ -97,7 +106,7 @@ class Stream(StreamReadings, EndpointAnswers):
         try:
             self._source.open()  # type: ignore[union-attr]  # taps first: before anything plays
         except SourceError as exc:
-            if self.source == "taps":
+            if self.source != "direct":
                 self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             self._fail()
             raise CommandError(str(exc)) from None
@@ -154,15 +163,16 @@ class Stream(StreamReadings, EndpointAnswers):
             esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
             failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
             tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = (DirectSource(env, pipeline, on_moved=self._save)
-                        if self.source == "direct"
-                        else TapSource(env, pipeline, self.mix, on_moved=self._save))
-        channels = 2 if self.mix == "stereo" else 1
+        self._source = make_source(
+            self.source, env, pipeline, self.mix, on_moved=self._save,
+            files=lambda: CallFiles(cfg.files_dir, self.uuid, cfg.files_group))
+        protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
             on_binary=self._on_binary, on_gone=self._on_gone, metadata=self.metadata,
+            greeting=protocol.greeting, audio_as_text=protocol.audio_as_text,
             reconnect=st.reconnect,
-            backlog_bytes=int(cfg.reconnect_buffer_seconds * self.rate) * 2 * channels,
+            backlog_bytes=int(cfg.reconnect_buffer_seconds * protocol.wire_bytes_per_second),
             headers=st.extra_headers, deflate=st.deflate, heartbeat=st.heartbeat,
             ssl_context=ssl_context, connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout)
@@ -208,7 +218,7 @@ class Stream(StreamReadings, EndpointAnswers):
             metadata=self.metadata, source=self.source, protocol=self.protocol.name,
             paused=self.lifecycle is S.PAUSED,
             marks=tuple(player.pending_marks) if player is not None else (),
-            started=self.started_epoch, **parts)
+            started=self.started_epoch, extra=self.protocol.record_extra(), **parts)
 
     def _save(self) -> None:
         """Something the record says changed (ports, taps, pause, marks): written soon, in the
@@ -216,20 +226,10 @@ class Stream(StreamReadings, EndpointAnswers):
         if self.lifecycle in (S.STREAMING, S.PAUSED):
             self.host.keeper.save(self.uuid, self.record())
 
-    def _choose_source(self) -> str:
-        """`direct` for mono on a parked call (the cheapest: one unicast), `taps` otherwise;
-        STREAM_SOURCE overrides."""
-        chosen = self.settings.source
-        if chosen != "auto":
-            return chosen
-        return "direct" if self._parked() and self.mix == "mono" else "taps"
-
     def _make_pipeline(self, channel_rate: int) -> FramePipeline:
-        pairing = "none" if self.mix == "mono" else ("clock" if self.source == "direct"
-                                                    else "taps")
         return FramePipeline(
             mix=self.mix, stream_rate=self.rate, buffer_ms=self.settings.buffer_ms,
-            pairing=pairing, channel_rate=channel_rate,
+            pairing=source_choice.pairing(self.source, self.mix), channel_rate=channel_rate,
             now=gevent.get_hub().loop.now, clock=perf_counter,
             timer=self.host.counters.frame_time, sample_mask=SAMPLE_MASK)
 
@@ -289,6 +289,7 @@ class Stream(StreamReadings, EndpointAnswers):
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             raise CommandError(str(exc)) from None
         self.pipeline.resume()
+        self.protocol.resume()
         self.lifecycle = advance(self.lifecycle, S.STREAMING)
         self._save()
 
@@ -310,12 +311,21 @@ class Stream(StreamReadings, EndpointAnswers):
         if self.player is not None:
             self.player.on_call_event(name, application, data)
 
+    def on_dtmf(self, digit: str, duration_ms: int) -> None:
+        """A key the caller pressed (app/dtmf.py: once, in order): told to the endpoint as the
+        protocol says, at once -- also while paused; while connecting, after the greeting."""
+        text = self.protocol.dtmf(digit, duration_ms) if self.lifecycle in LIVE else None
+        if text is None:  # not told (or the stream is ending): its numbering is not used up
+            return
+        link = self._link
+        if link is None:
+            self._pending_texts.append(text)
+        else:
+            link.send_text(text)
+
     def tap_gone(self, tap_uuid: str) -> None:
         if self._source is not None and self.lifecycle in LIVE:
             self._source.tap_gone(tap_uuid)
-
-    def _fire(self, subclass: str, body: str) -> None:
-        self.host.fire(self.uuid, subclass, body)
 
     def _on_gone(self, code: int, reason: str) -> None:
         """The endpoint closed normally (or reconnection is off or gave up): the stream ends."""
@@ -358,8 +368,10 @@ class Stream(StreamReadings, EndpointAnswers):
                 self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
             elif link is not None and link.is_open:
                 code, reason = 1000, events.CLOSE_REASONS[1000]
-                goodbye = self.protocol.goodbye(text)
-                link.close(code, reason, goodbye[0] if goodbye else None)
+                *before, last = self.protocol.goodbye(text) or [None]
+                for message in before:  # in order, after what is queued
+                    link.send_text(message)
+                link.close(code, reason, last)
                 self._fire(events.DISCONNECT, events.disconnect_body(code, reason))
             elif link is not None:
                 link.close()  # reconnecting: stop trying (the drop was reported when it came)

@@ -74,10 +74,14 @@ def run_sink(port_file: str, result_file: str, deflate: bool = False) -> int:
 
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
+              protocol: str = "mod_audio_stream", encoding: str = "l16",
               native: bool = True, deflate: bool = False) -> int:
-    """`source` direct: unicast on each parked call; taps: loopback taps on it (one for mono,
-    two for stereo/mixed), as for a bridged call, so the two costs can be set side by side.
-    `native`: the daemon's [media] native; `deflate`: the sink accepts permessage-deflate."""
+    """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
+    the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
+    taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
+    by side. `protocol` twilio: Twilio Media Streams (µ-law in base64 JSON, 8 kHz only);
+    `encoding`: mod_audio_stream's STREAM_AUDIO_ENCODING (l16, or G.711 at 8 kHz). `native`:
+    the daemon's [media] native; `deflate`: the sink accepts permessage-deflate."""
     import gevent
 
     from ..esl.connection import ESLConnection
@@ -95,7 +99,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
          "{}:{}".format(*sim.address), "--control", control],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
-        env={**os.environ, "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false"},
+        # its own files (and FIFOs), not the shared temporary directory's
+        env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files"),
+             "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false"},
     )
     print(f"daemon pid {daemon.pid}, its log in {workdir / 'daemon.log'}", file=sys.stderr)
     esl = ESLConnection(*sim.address)
@@ -114,7 +120,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         uuids = []
         for _ in range(calls):
             answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true,"
-                             f"STREAM_SOURCE={source}}}loopback/1000/default &park()")
+                             f"STREAM_SOURCE={source},STREAM_PROTOCOL={protocol},"
+                             f"STREAM_AUDIO_ENCODING={encoding}}}loopback/1000/default &park()")
             uuids.append(answer.split()[1])
         failed = 0
         for uuid in uuids:
@@ -129,10 +136,11 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         sink_cpu2 = _cpu_seconds(sink.pid)
         rss1 = _rss_kib(daemon.pid)
         rows = json.loads(pool.apply(_get_streams, (control,)))
+        senders = {u: _sender(sim, u) for u in uuids}  # a recording is gone once stopped
         for uuid in uuids:
             pool.apply(control_request, (control, f"{uuid} stop"))
             esl.api(f"uuid_kill {uuid}")
-        sent = {u: list(getattr(_sender(sim, u), "send_times", ()) or ()) for u in uuids}
+        sent = {u: list(getattr(senders[u], "send_times", ()) or ()) for u in uuids}
     finally:
         esl.stop()
         sink.send_signal(signal.SIGTERM)
@@ -159,8 +167,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     cpu1, cpu2 = u1 + s1, u2 + s2
     frames_in = sum(r["frames_in"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
+    wire = protocol if protocol == "twilio" else f"{protocol} {encoding}"
     print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
-          f"{rate} Hz {mix}, source {source}, {t2 - t1:.1f} s measured")
+          f"{rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s measured")
     print(f"paths                     native {'on' if native else 'off'}, permessage-deflate "
           f"negotiated on {deflated} of {calls} connections")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
@@ -178,10 +187,14 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
 
 
 def _sender(sim, uuid: str):
-    """The channel whose datagrams carry the call's caller: the call itself, or its read tap
-    (which records send times when its target does)."""
+    """What carries the call's caller, with the time each frame left: the call's recording (the
+    time its media bug read the frame), its read tap (which records send times when its target
+    does), or the call itself."""
     from ..call.taps import TAP_OF_VAR, TAP_VAR
 
+    recordings = list(sim.channel(uuid).recordings.values())
+    if recordings:
+        return recordings[0]
     for ch in list(sim._all.values()) + list(sim._ended.values()):
         if (ch.leg == "a" and ch.variables.get(TAP_OF_VAR) == uuid
                 and ch.variables.get(TAP_VAR) == "read"):

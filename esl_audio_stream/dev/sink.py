@@ -32,6 +32,10 @@ from ..ws.framing import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FramePa
 
 log = logging.getLogger(__name__)
 
+#: How a Twilio Media Streams media message begins (protocols/twilio.py's template): the fast
+#: loop times it as it times a binary audio message.
+_TWILIO_MEDIA = b'{"event":"media"'
+
 
 class SinkSession:
     """One WebSocket connection's worth of what the endpoint heard."""
@@ -188,6 +192,12 @@ class AudioSink:
                     if keep:
                         session.audio += payload
                 elif opcode == OP_TEXT:
+                    if payload[:16] == _TWILIO_MEDIA:  # Twilio's audio: timed, not kept
+                        session.messages += 1
+                        session.sizes.add(len(payload))
+                        if times is not None:
+                            times.append(now)
+                        continue
                     session.texts.append(payload.decode("utf-8", "replace"))
                 elif opcode == OP_PING:
                     sock.sendall(server_frame(OP_PONG, bytes(payload)))

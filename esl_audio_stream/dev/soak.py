@@ -5,8 +5,8 @@ grows.
 
 Three processes, as in the bench: this one (the simulator: calls, ESL, unicast), the daemon
 (`esl-audio-stream run`), and a sink that reads and drops every message. One call in four is a
-bridged call streamed stereo through taps; calls end alternately by a hang-up and by a `stop`
-command followed by a hang-up.
+bridged call streamed stereo (`auto`: recorded into a FIFO); calls end alternately by a hang-up
+and by a `stop` command followed by a hang-up.
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ owner = "soak-{os.getpid()}"
             "greenlets": _metric(metrics, "greenlets"),
             "ports": _metric(metrics, "ports_in_use"),
             "held": _metric(metrics, "ports_held"),
-            "files": sum(1 for p in files.rglob("*") if p.is_file()) if files.exists() else 0,
+            # playback files (not a call directory's marker, nor a recording's FIFO)
+            "files": sum(1 for p in files.rglob("*") if p.is_file()
+                         and p.name != ".esl-audio-stream") if files.exists() else 0,
         }
         rows.append(row)
         if not quiet:

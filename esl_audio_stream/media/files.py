@@ -15,6 +15,9 @@ make the daemon write elsewhere. When FreeSWITCH runs as another user (it must r
 the displace and broadcast modes), a group is given (`[playback] files_group`, FreeSWITCH's):
 directories are then 0750 and files 0640, in that group, and nobody else gets anything.
 
+The same directory holds the FIFOs FreeSWITCH records a call into for the `record` source
+(call/recording.py): 0600, or 0620 in the files group (FreeSWITCH writes them, never reads).
+
 File I/O here is blocking; it happens once per received chunk (not per frame) on a local disk.
 """
 
@@ -26,12 +29,15 @@ import re
 import shutil
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from ..jsonfmt import compact
 from .decode import Chunk
 
 __all__ = ["CallFiles", "FilesError", "clean_base", "file_format", "play_event_body"]
+
+_FIFO_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _UUID = re.compile(r"[A-Za-z0-9-]{1,128}\Z")
 _MARKER = ".esl-audio-stream"  # in every per-call directory: clean_base removes only those
@@ -176,6 +182,45 @@ class CallFiles:
         self.written += 1
         return self.dir / name
 
+    def make_fifo(self, name: str) -> tuple[Path, int]:
+        """A FIFO for FreeSWITCH to record into (0600; 0620 in the files group: FreeSWITCH only
+        writes it), made anew, and its read end opened without blocking -- FreeSWITCH's open for
+        writing blocks until a reader is there. Returns its path and the read end (the
+        caller's to close)."""
+        dfd = self._open_dir()
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dfd)
+            os.mkfifo(name, 0o600, dir_fd=dfd)
+            fd = os.open(name, _FIFO_FLAGS, dir_fd=dfd)
+            try:
+                if self.gid is not None:
+                    os.fchown(fd, -1, self.gid)
+                    os.fchmod(fd, 0o620)
+            except BaseException:
+                os.close(fd)
+                os.unlink(name, dir_fd=dfd)
+                raise
+        finally:
+            os.close(dfd)
+        return self.dir / name, fd
+
+    def open_fifo(self, path: Path | str) -> int | None:
+        """The read end of a FIFO of ours left in the call's directory (by a previous daemon
+        process), opened without blocking; None when there is none."""
+        path = Path(path)
+        if path.parent != self.dir:
+            return None
+        try:
+            fd = os.open(path, _FIFO_FLAGS)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+            os.close(fd)
+            return None
+        return fd
+
     def remove(self, path: Path | str) -> None:
         """Delete one file this call wrote (once it has played); never raises, and touches
         nothing outside the call's directory."""
@@ -184,6 +229,15 @@ class CallFiles:
             return
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+    def remove_if_empty(self) -> None:
+        """Delete the call's directory if nothing but its marker is left in it; never raises."""
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        if set(names) <= {_MARKER}:
+            self.remove_all()
 
     def remove_all(self) -> None:
         """Delete the call's directory and everything in it; never raises. Anything in its
@@ -196,9 +250,15 @@ class CallFiles:
             shutil.rmtree(self.dir, ignore_errors=True)  # fd-based: follows no symlink inside
 
 
-def clean_base(base_dir: str | Path) -> int:
-    """Remove per-call directories a previous run left in `base_dir` (at daemon start-up);
-    returns how many. Only directories of ours carrying the marker are touched."""
+def clean_base(base_dir: str | Path, keep: frozenset[str] | set[str] = frozenset(),
+               spare_fifos: bool = False,
+               on_fifo: Callable[[str, str], None] | None = None) -> int:
+    """Remove per-call directories a previous run left in `base_dir`; returns how many. Only
+    directories of ours carrying the marker are touched, never those of the calls in `keep`,
+    nor, with `spare_fifos` (at start-up), those holding a FIFO: FreeSWITCH may still be
+    recording into it for a stream the next process carries on (its reconcile removes what no
+    stream claims). `on_fifo(uuid, path)` is called for each FIFO in a directory about to go
+    (to tell FreeSWITCH to stop recording into it)."""
     base = Path(base_dir)
     removed = 0
     try:
@@ -208,16 +268,33 @@ def clean_base(base_dir: str | Path) -> int:
     uid = os.getuid()
     for entry in entries:
         try:
-            if (not _UUID.match(entry.name) or not entry.is_dir(follow_symlinks=False)
+            if (entry.name in keep or not _UUID.match(entry.name)
+                    or not entry.is_dir(follow_symlinks=False)
                     or entry.stat(follow_symlinks=False).st_uid != uid
-                    or not os.path.lexists(os.path.join(entry.path, _MARKER))):
+                    or not os.path.lexists(os.path.join(entry.path, _MARKER))
+                    or (spare_fifos and _holds_fifo(entry.path))):
                 continue
         except OSError:
             continue
+        if on_fifo is not None:
+            for path in _fifos_in(entry.path):
+                on_fifo(entry.name, path)
         shutil.rmtree(entry.path, ignore_errors=True)
         if not os.path.lexists(entry.path):
             removed += 1
     return removed
+
+
+def _holds_fifo(path: str) -> bool:
+    return bool(_fifos_in(path))
+
+
+def _fifos_in(path: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(path)
+                if stat.S_ISFIFO(e.stat(follow_symlinks=False).st_mode)]
+    except OSError:
+        return []
 
 
 def play_event_body(chunk: Chunk, path: Path | str) -> str:

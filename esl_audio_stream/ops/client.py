@@ -24,7 +24,8 @@ def control_http(control: str, method: str, path: str, body: bytes | None = None
 
 
 def control_request(control: str, args: str, timeout: float = 30.0,
-                    token: str | None = None) -> str:
-    """POST one argument string to a daemon's control endpoint; return its answer."""
-    return control_http(control, "POST", "/api/uuid_audio_stream",
+                    token: str | None = None, api: str = "uuid_audio_stream") -> str:
+    """POST one argument string of `api` (uuid_audio_stream or uuid_audio_fork) to a daemon's
+    control endpoint; return its answer."""
+    return control_http(control, "POST", f"/api/{api}",
                          args.encode("utf-8", "surrogateescape"), token, timeout)[1]

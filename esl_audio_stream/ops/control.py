@@ -4,6 +4,7 @@ HTTP (gevent's WSGI server, with gevent-websocket's handler for the page's feed)
 private line protocol, so curl and Prometheus work, and timeouts and framing come for free.
 
     POST /api/uuid_audio_stream  body: the argument string -> text/plain answer (+OK/-ERR/-USAGE)
+    POST /api/uuid_audio_fork    body: the argument string -> mod_audio_fork's answer
     GET  /streams                                            -> JSON list of live streams
     GET  /metrics                                            -> Prometheus text format
     GET  /status                                             -> the live status page (HTML)
@@ -47,7 +48,9 @@ from . import metrics, status
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-API_PATH = "/api/uuid_audio_stream"
+API_PREFIX = "/api/"
+#: The commands the daemon answers: mod_audio_stream's, and jambonz's mod_audio_fork's.
+APIS = ("uuid_audio_stream", "uuid_audio_fork")
 DRAIN_PATH = "/drain"
 PAGE_PATH = "/status"
 FEED_PATH = "/status/feed"
@@ -82,8 +85,8 @@ class Controlled(metrics.Observed, Protocol):
     """What the endpoint serves: commands, and what the metrics and the status rows read (the
     live streams, the counters, the ESL link)."""
 
-    def execute(self, args: str | bytes) -> str:
-        """Carry out one `uuid_audio_stream` argument string; mod_audio_stream's answer."""
+    def execute(self, args: str | bytes, api: str = APIS[0]) -> str:
+        """Carry out one argument string of `api` (one of APIS); that module's answer."""
         ...
 
     def drain(self, timeout: float | None = None, hurry: object = None,
@@ -192,7 +195,8 @@ class ControlServer:
                                 metrics.CONTENT_TYPE)
         if token and not self._bearer_ok(environ):
             return _unauthorized(start_response)
-        if path == API_PATH and method == "POST":
+        api = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else ""
+        if api in APIS and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
@@ -200,7 +204,7 @@ class ControlServer:
             if not 0 <= length <= MAX_BODY:
                 return _reply(start_response, "413 Payload Too Large", "-ERR command too long\n")
             args = environ["wsgi.input"].read(length)
-            return _reply(start_response, "200 OK", self.daemon.execute(args))
+            return _reply(start_response, "200 OK", self.daemon.execute(args, api))
         if path == DRAIN_PATH and method == "POST":
             n = len(self.daemon.streams)
             if self.daemon.drain(then_stop=False):

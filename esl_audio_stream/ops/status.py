@@ -56,6 +56,7 @@ def row(stream: Stream, now: float, *, level: bool = False,
         "playback_seconds": round(stream.playback_queued_seconds, 2),
         "source": stream.source,
         "taps": stream.tap_uuids,
+        "recording": stream.recording,
         "tap_frames_skipped": stream.tap_frames_skipped,
         "port_retries": stream.port_retries,
     }

@@ -108,6 +108,7 @@ class WebSocketConnection:
         #: frame costs one call; `_refuse` before and after.
         self.send_binary: Callable[[bytes], bool] = _refuse
         self.send_text: Callable[[str], bool] = _refuse
+        self.send_text_utf8: Callable[[bytes], bool] = _refuse  # audio in text (Twilio)
         self._reader: gevent.Greenlet | None = None
         self._pinger: gevent.Greenlet | None = None
         self._closed = gevent.event.Event()
@@ -201,6 +202,7 @@ class WebSocketConnection:
                                    on_blocked=self._on_blocked, on_error=self._send_failed)
         self.send_binary = out.send_binary
         self.send_text = out.send_text
+        self.send_text_utf8 = out.send_text_utf8
         self._state = _OPEN
         self._reader = gevent.spawn(self._read_loop)
         if self._heartbeat:
@@ -378,7 +380,7 @@ class WebSocketConnection:
         (or ours if it never answered)."""
         if self._state is _OPEN:
             self._state = _State.CLOSING
-            self.send_binary = self.send_text = _refuse
+            self.send_binary = self.send_text = self.send_text_utf8 = _refuse
             self._close_code, self._close_reason = code, reason
             self._close_deadline = monotonic() + self._close_timeout
             self._send_control(CloseConnection(code=code, reason=reason))
@@ -417,7 +419,7 @@ class WebSocketConnection:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        self.send_binary = self.send_text = _refuse
+        self.send_binary = self.send_text = self.send_text_utf8 = _refuse
         if self._out is not None:
             self._out.close()  # its watcher goes; an owner waiting to write wakes
         current = gevent.getcurrent()

@@ -101,6 +101,13 @@ class Outgoing:
             return False
         return self._put(self._frame(_TEXT, text.encode(), True), True)
 
+    def send_text_utf8(self, data: bytes | bytearray | memoryview) -> bool:
+        """One text message already encoded as UTF-8: audio carried in text (Twilio Media
+        Streams' JSON), so compressed as binary audio is (not by default)."""
+        if self._pending:
+            return False
+        return self._put(self._frame(_TEXT, data, self._compress_binary), True)
+
     def send_control(self, wire: bytes, droppable: bool = False) -> None:
         """A control frame is never refused: behind what waits, or sent now (a droppable one,
         a pong, is skipped when CONTROL_ROOM is used up)."""

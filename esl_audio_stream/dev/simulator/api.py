@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import bugs, calls, park, playback
+from . import bugs, calls, dtmf, park, playback, recording
 from .dialstring import DialError, inline_app, parse_originate
 from .events import url_encode
 from .media import SUPPORTED_RATES
@@ -257,6 +257,55 @@ def uuid_displace(sw: Switch, arg: str | None) -> str:
             return "-ERR Cannot displace session!\n"
         return "+OK Success\n"
     return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
+
+
+_RECORD_USAGE = "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>] [<recording_vars>]\n"
+
+
+@command
+def uuid_record(sw: Switch, arg: str | None) -> str:
+    """mod_commands' session_record_function: `start <path> [limit] [{vars}]` (the variables for
+    this recording only), `stop <path>|all`. Opening a FIFO waits for its reader, as FreeSWITCH's
+    open does (this ESL connection waits; see recording.py)."""
+    argv = _separate(arg, 5)
+    if len(argv) < 3 or not all(argv[:3]):
+        return _RECORD_USAGE
+    ch = sw.live(argv[0])
+    if ch is None:
+        return "-ERR Cannot locate session!\n"
+    action, path = argv[1].lower(), argv[2]
+    if action == "start":
+        if not recording.start(sw, ch, path, argv[4] if len(argv) > 4 else ""):
+            return "-ERR Cannot record session!\n"
+        return "+OK Success\n"
+    if action == "stop":
+        if not recording.stop(sw, ch, path):
+            return "-ERR Cannot stop record session!\n"
+        return "+OK Success\n"
+    if action in ("mask", "unmask", "pause", "resume"):
+        return f"-ERR simulator: uuid_record {action} not simulated\n"
+    return _RECORD_USAGE
+
+
+@command
+def uuid_recv_dtmf(sw: Switch, arg: str | None) -> str:
+    return _dtmf(sw, arg, dtmf.receive, "received")
+
+
+@command
+def uuid_send_dtmf(sw: Switch, arg: str | None) -> str:
+    return _dtmf(sw, arg, dtmf.send, "sent")
+
+
+def _dtmf(sw: Switch, arg: str | None, act, verb: str) -> str:
+    argv = _separate(arg, 2)
+    if len(argv) < 2 or not argv[1]:
+        return "-USAGE: <uuid> <dtmf_data>\n"
+    ch = sw.live(argv[0])
+    if ch is None:
+        return "-ERR Cannot locate session!\n"
+    act(sw, ch, argv[1])
+    return f"+OK {argv[0]} {verb} DTMF {argv[1]}.\n"
 
 
 @command

@@ -1,16 +1,22 @@
 """Media bugs on a channel, as switch_core_media_bug keeps them: what sees or changes a channel's
-audio each tick besides its own stream -- displaces, eavesdrop taps (recordings would go here).
+audio each tick besides its own stream -- displaces, eavesdrop taps, recordings.
 
 Bugs are ordered by when they were attached (`SimChannel.bug_seq`): a write-side bug sees a
 write-side displace only if the displace was attached first (facts file: media-bug order).
-Pure: no I/O, driven by the channel's thread (park.py) and the api commands.
+Pure but for the recordings' files (record.py writes them); driven by the channel's thread
+(park.py) and the api commands.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...media.pcm import audioop
 from .channel import SimChannel
 from .media import Library, Source, load_for_displace
+
+if TYPE_CHECKING:
+    from .recording import SimRecording
 
 HEARD_KEEP_FRAMES = 25  # write-back kept for taps: a writer far ahead of real time keeps its newest
 
@@ -55,11 +61,12 @@ def displace_tick(ch: SimChannel, frame: bytes | memoryview) -> bytes | memoryvi
 
 # -- what the caller hears, for write taps ----------------------------------------------------
 def on_write_back(ch: SimChannel, data: bytes) -> None:
-    """Write-back audio arrived: kept for the taps to hear; with a write-side displace running
-    the call wedges (both injection paths on one call: FreeSWITCH wedges, facts file)."""
+    """Write-back audio arrived: kept for the taps and recordings to hear; with a write-side
+    displace running the call wedges (both injection paths on one call: FreeSWITCH wedges, facts
+    file)."""
     if any(not d[3] for d in ch.displace.values()):
         ch.wedged = True
-    if ch.taps:
+    if ch.taps or ch.recordings:
         acc = ch.write_acc
         acc += data
         if len(acc) > HEARD_KEEP_FRAMES * len(data):
@@ -75,6 +82,17 @@ def take_heard(ch: SimChannel, fb: int) -> bytes | None:
     heard = bytes(acc[:fb])
     del acc[:fb]
     return heard + bytes(fb - len(heard)) if len(heard) < fb else heard
+
+
+def heard_by(ch: SimChannel, seq: int) -> bytes | memoryview | None:
+    """What the caller heard in the latest tick, as a write-side bug attached `seq`-th sees it:
+    write-side displaces attached before it are in it, later ones are not (media-bug order);
+    None when nothing was written to the caller."""
+    frame = ch.last_write
+    for dseq, part in ch.tick_displace:
+        if dseq < seq:
+            frame = part if frame is None else audioop.add(frame, part, 2)
+    return frame
 
 
 # -- eavesdrop taps (native_eavesdrop on a loopback pair) -------------------------------------
@@ -96,14 +114,8 @@ class TapSource(Source):
         t = self.target
         if t is None or not t.up:
             return self._silence
-        frame = t.last_read if self.read_side else t.last_write
-        if frame is None:
-            return self._silence
-        if not self.read_side:
-            for seq, part in t.tick_displace:
-                if seq < self.seq:
-                    frame = audioop.add(frame, part, 2)
-        return frame
+        frame = t.last_read if self.read_side else heard_by(t, self.seq)
+        return self._silence if frame is None else frame
 
 
 def attach_tap(lib: Library, rate: int, target: SimChannel, read_side: bool) -> TapSource:
@@ -115,3 +127,36 @@ def attach_tap(lib: Library, rate: int, target: SimChannel, read_side: bool) -> 
 
 def detach_tap(target: SimChannel, source: Source) -> None:
     target.taps = [t for t in target.taps if t is not source]
+
+
+# -- recordings (switch_ivr_record_session_event's media bug) --------------------------------
+def record_frame(ch: SimChannel, rec: SimRecording) -> bytes:
+    """What one recording's bug reads this tick (switch_core_media_bug_read): the read side, the
+    write side (as heard_by), or both -- interleaved left read / right write when stereo
+    (swapped with RECORD_STEREO_SWAP; a side the recording does not take is zeros), else summed.
+    A side it takes that had nothing this tick is filled with 0xFF bytes, as FreeSWITCH fills
+    it."""
+    read = ch.last_read if rec.read else None
+    write = heard_by(ch, rec.seq) if rec.write else None
+    fb = 2 * ch.rate // 50
+    if rec.read and read is None:
+        read = b"\xff" * fb
+    if rec.write and write is None:
+        write = b"\xff" * fb
+    if rec.stereo:
+        left, right = (write, read) if rec.swap else (read, write)
+        out = audioop.tostereo(bytes(left if left is not None else bytes(fb)), 2, 1, 0)
+        if right is not None:
+            out = audioop.add(out, audioop.tostereo(bytes(right), 2, 0, 1), 2)
+        return out
+    if read is None or write is None:
+        return bytes(read if read is not None else write)  # type: ignore[arg-type]
+    return audioop.add(read, write, 2)
+
+
+def record_tick(ch: SimChannel) -> None:
+    """Each recording of the channel takes this tick's frame (its file: record.py)."""
+    for rec in ch.recordings.values():
+        if rec.open:
+            rec.feed(record_frame(ch, rec))
+

@@ -12,7 +12,7 @@ import uuid as _uuid
 from array import array
 
 from ...app.settings import atoi
-from . import bugs, channel_unicast, playback
+from . import bugs, channel_unicast, playback, recording
 from .bugs import TapSource
 from .channel import APP, BRIDGE, BRIDGED, DOWN, PARK_PLAYBACK, ROUTING, SimChannel
 from .dialstring import DialError, parse_originate
@@ -173,6 +173,8 @@ def hangup_one(sw: Switch, ch: SimChannel, cause: str) -> None:
     ch.state = "CS_HANGUP"
     was_parked = ch.parked
     channel_unicast.close_all(ch)
+    if ch.recordings:  # the media bugs close with the channel: a FIFO's reader sees EOF
+        recording.close_all(sw, ch)
     ch.private.clear()
     ch.events.clear()
     sw.active.pop(ch.uuid, None)

@@ -96,8 +96,9 @@ class SimChannel:
         self.last_write: bytes | memoryview | None = None
         self.tick_displace: list[tuple[int, bytes]] = []
         self.write_acc = bytearray()  # write-back audio not yet heard (kept only when tapped)
-        self.bug_seq = 0  # media bugs attached so far (displaces and taps), in order
+        self.bug_seq = 0  # media bugs attached so far (displaces, taps, recordings), in order
         self.taps: list = []  # TapSources eavesdropping on this channel
+        self.recordings: dict = {}  # uuid_record: path -> SimRecording (recording.py)
         self.tap_target = ""  # on a tap's two legs: the uuid it eavesdrops on
         self.bridge_peer: SimChannel | None = None
         self.private: deque[tuple[str, Packet | str]] = deque()  # sendmsg / broadcast queue

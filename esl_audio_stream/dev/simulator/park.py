@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from . import bugs, calls, channel_unicast, playback
+from . import bugs, calls, channel_unicast, playback, recording
 from .channel import APP, BRIDGE, PARK, PARK_PLAYBACK, ROUTING, SimChannel
 from .events import Event
 from .packets import Packet
@@ -38,8 +38,12 @@ def run_channel(sw: Switch, ch: SimChannel) -> None:
         park_tick(sw, ch)
     elif mode == ROUTING:
         _start_app(sw, ch)
+        if ch.recordings:
+            recording.drain_all(ch)
     elif mode == PARK_PLAYBACK:
-        ch.source.next_frame()  # playback reads frames too: the far end keeps talking
+        frame = ch.source.next_frame()  # playback reads frames too: the far end keeps talking
+        if ch.recordings:  # what the caller hears (the file) is not modelled
+            _record(ch, frame, None)
         if playback.due(sw, ch):
             playback.end(sw, ch, ch.play_status)
             # switch_core_session_reset tears the unicast down; the park loop's conninfo
@@ -53,8 +57,12 @@ def run_channel(sw: Switch, ch: SimChannel) -> None:
         _bridge_tick(sw, ch)
     elif mode == APP:
         frame = ch.source.next_frame()
+        if ch.tick_displace:
+            ch.tick_displace.clear()
         if ch.displace:
-            bugs.displace_tick(ch, frame)
+            frame = bugs.displace_tick(ch, frame)
+        if ch.recordings:  # `echo` gives the caller what it says; a playback is not modelled
+            _record(ch, frame, frame if ch.app == "echo" else None)
         _parse_private(sw, ch)
         if ch.mode == APP and playback.due(sw, ch):
             playback.end(sw, ch, ch.play_status)
@@ -68,8 +76,10 @@ def park_tick(sw: Switch, ch: SimChannel) -> None:
     if ch.displace:
         frame = bugs.displace_tick(ch, frame)
     ch.last_read = frame
-    if ch.taps:  # what the caller hears this tick: the write-back audio that came in
+    if ch.taps or ch.recordings:  # what the caller hears this tick: the write-back audio
         ch.last_write = bugs.take_heard(ch, len(frame))
+    if ch.recordings:
+        bugs.record_tick(ch)
     ch.frames_read += 1
     if ch.cng_every and ch.frames_read % ch.cng_every == 0:
         frame = sw.lib.cng(ch.rate)
@@ -108,7 +118,16 @@ def _bridge_tick(sw: Switch, ch: SimChannel) -> None:
         c.source.write(bytes(heard))
         if c.displace:
             bugs.displace_tick(c, read)
+        if c.recordings:
+            bugs.record_tick(c)
     _parse_private(sw, ch)
+
+
+def _record(ch: SimChannel, read: bytes | memoryview, heard: bytes | memoryview | None) -> None:
+    """A tick of a channel outside park and bridge: what its recordings see."""
+    ch.last_read = read
+    ch.last_write = heard
+    bugs.record_tick(ch)
 
 
 def _start_app(sw: Switch, ch: SimChannel) -> None:
