@@ -5,4 +5,5 @@ from setuptools import setup
 setup(cffi_modules=[
         "esl_audio_stream/media/_speex_build.py:ffibuilder",
         "esl_audio_stream/ws/_mask_build.py:ffibuilder",
+        "esl_audio_stream/native/_pump_build.py:ffibuilder",  # optional: see there
     ])

@@ -284,7 +284,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
-                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding)
+                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
+                     native=ns.native, deflate=ns.deflate)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -372,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default="mod_audio_stream", help="twilio: give --rate 8000")
     bench.add_argument("--encoding", choices=("l16", "pcmu", "pcma"), default="l16",
                        help="mod_audio_stream's audio on the wire (G.711: --rate 8000)")
+    bench.add_argument("--native", action=argparse.BooleanOptionalAction, default=True,
+                       help="the daemon's [media] native (the C frame pump where it applies)")
+    bench.add_argument("--deflate", action=argparse.BooleanOptionalAction, default=False,
+                       help="the sink accepts permessage-deflate (texts compressed; audio never)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)

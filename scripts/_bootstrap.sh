@@ -93,8 +93,10 @@ if [ "${EAS_TEST_DEPS:-}" = 1 ]; then
 fi
 
 if [ -n "${PYTHON:-}" ]; then VENV=".venv-py${py_ver/./}"; else VENV=".venv"; fi
-stamp="$VENV/.installed-$(cat setup.cfg setup.py pyproject.toml \
-  esl_audio_stream/media/_speex_build.py esl_audio_stream/ws/_mask_build.py | sha1sum | cut -c1-12)"
+# The files that decide what is installed: the packaging, every cffi build script and the C
+# source they read (globbed: a new extension is stamped without touching this line).
+stamp="$VENV/.installed-$(shopt -s nullglob; cat setup.cfg setup.py pyproject.toml \
+  esl_audio_stream/*/_*_build.py esl_audio_stream/*/*.c | sha1sum | cut -c1-12)"
 # A virtualenv made by another version of the interpreter (python3 upgraded with the distribution)
 # is made again.
 venv_ok() {

@@ -73,14 +73,32 @@ def esl(fs):
         conn.stop()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "both_paths: the daemon fixture's tests run with [media] native on and off")
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `both_paths` that uses the daemon runs on the native pump and on the
+    Python path (the reference); every other runs on the default (native where built)."""
+    if metafunc.definition.get_closest_marker("both_paths") and "native" in metafunc.fixturenames:
+        metafunc.parametrize("native", [True, False], ids=["native", "python"])
+
+
 @pytest.fixture
-def daemon(fs, tmp_path):
+def native() -> bool:
+    """The daemon fixture's [media] native."""
+    return True
+
+
+@pytest.fixture
+def daemon(fs, tmp_path, native):
     # FreeSWITCH-side ports per test process, so that two suites on one machine do not collide
     base = 12000 + (os.getpid() % 35) * 100
     d = build_daemon(DaemonConfig(esl_host=fs[0], esl_port=fs[1], esl_password=fs[2],
                                   control_port=0, first_audio_timeout=2.0, destroy_wait=1.0,
                                   fs_port_min=base, fs_port_max=base + 99,
-                                  files_dir=str(tmp_path / "files")))
+                                  files_dir=str(tmp_path / "files"), native=native))
     d.start()
     assert d.esl.wait_connected(5)
     try:

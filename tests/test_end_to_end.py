@@ -18,6 +18,9 @@ from esl_audio_stream.call.stream import Stream
 from esl_audio_stream.dev.analysis import dominant_frequency
 from esl_audio_stream.dev.simulator import park as sim_park
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
+
 
 def subscribe_stream_events(esl) -> None:
     esl.subscribe("CUSTOM", events.CONNECT, events.DISCONNECT, events.JSON, events.ERROR)

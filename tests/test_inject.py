@@ -18,6 +18,9 @@ from helpers.calls import call_with_mode, originate, start
 from esl_audio_stream.app import events
 from esl_audio_stream.dev.analysis import dominant_frequency
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
+
 
 def subscribe(esl) -> None:
     esl.subscribe("CUSTOM", events.PLAY, events.ERROR)

@@ -18,6 +18,10 @@ from esl_audio_stream.app import events
 from esl_audio_stream.app.stats import SAMPLE_EVERY, Counters, FrameTimer
 from esl_audio_stream.ops.status import FLOOR_DB, format_table, level_db
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
+
+
 P = "esl_audio_stream_"
 
 

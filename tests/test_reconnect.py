@@ -14,6 +14,9 @@ from wspeer import WSPeer
 from esl_audio_stream.app import events
 from esl_audio_stream.call.link import Link
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
+
 
 def parked_call(esl, variables: str = "") -> str:
     extra = f",{variables}" if variables else ""
@@ -221,6 +224,9 @@ def test_stop_while_the_endpoint_lags_sends_the_backlog_before_the_close(esl, da
         conn = peer.wait_connection(1)
         assert wait_until(lambda: len(conn.binary) >= 5, 5)
         link = daemon.streams[uuid]._link
+        native = daemon.streams[uuid].pipeline.native
+        if native is not None:  # the native pump gives the frames back to link.send
+            native.leave()
         link.send = link._to_backlog  # as backpressure does: the next frames wait
         gevent.sleep(0.3)
         waiting = len(link._backlog)

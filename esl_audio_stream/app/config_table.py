@@ -279,6 +279,8 @@ SETTINGS: tuple[Setting, ...] = (
             comment="FreeSWITCH-side unicast ports, one per call: keep them out of"),
     Setting("media.port_max", "fs_port_max", int, 15999, _between(1, 65535), restart=True,
             comment="FreeSWITCH's RTP range and the kernel's ephemeral range"),
+    Setting("media.native", "native", bool, True,
+            comment="steady mono ws:// streams framed and sent in C (false: Python only)"),
     # It goes into stream_defaults, with the [stream_defaults] section.
     Setting("playback.mode", None, str, StreamSettings().playback_mode, _mode,
             variable="STREAM_PLAYBACK_MODE",

@@ -15,12 +15,14 @@ import gevent
 
 from ..app import events
 from ..esl.connection import ESLError
+from ..native.pump import Pump, PumpedReader, carrier
 from .lease import LeaseError, UnicastFeed, UnicastLease
 from .reader import FrameReader
 from .sources import Playback, SourceEnv, SourceError
 
 if TYPE_CHECKING:
     from ..app.resume import StreamRecord
+    from .link import Link
     from .pipeline import FramePipeline
     from .player import Player
 
@@ -42,7 +44,9 @@ class CallUnicast:
         self._on_moved = on_moved  # the port changed: the stream's record says it again
         self._feed: UnicastFeed | None = None
         self.lease: UnicastLease | None = None  # the port FreeSWITCH streams from
-        self._reader: FrameReader | None = None
+        self._reader: FrameReader | PumpedReader | None = None
+        #: How the socket is read: a FrameReader, or a native pump's reader (carry_natively).
+        self.make_reader: Callable[..., FrameReader | PumpedReader] = FrameReader
         self._job: gevent.Greenlet | None = None  # a re-park and a new ask, after a stale port
         self.asked = False  # FreeSWITCH was asked to stream (so it must be told to stop)
         self._closed = False
@@ -123,7 +127,7 @@ class CallUnicast:
         assert self._feed is not None and lease.endpoint is not None
         moved = self.lease is not None or self._feed.retries > 0
         self.lease = self._feed.take_winner()
-        self._reader = FrameReader(lease.endpoint.sock, self._take, self.env.failed)
+        self._reader = self.make_reader(lease.endpoint.sock, self._take, self.env.failed)
         if moved:
             self._on_moved()
 
@@ -192,7 +196,16 @@ class DirectSource:
         self.restores = 0  # times the unicast was brought back after a broadcast
         self._first: UnicastLease | None = None
         self._unicast = CallUnicast(env, pipeline.feed, self._on_silent, on_moved)
+        self._pump: Pump | None = None
         self._closed = False
+
+    def carry_natively(self, link: Link) -> None:
+        """A native pump may carry the stream's steady state (native/pump.py), where the
+        extension was built."""
+        pump = self._pump = carrier(self.pipeline, link)
+        if pump is not None:
+            self._unicast.make_reader = lambda sock, take, failed: PumpedReader(
+                sock, take, failed, pump)
 
     def open(self) -> None:
         """A port now, before the WebSocket connects: a full pool is refused at once."""
@@ -272,6 +285,7 @@ class DirectSource:
         """FreeSWITCH told to stop sending; everything released. Idempotent."""
         self._closed = True
         self._unicast.close(hung_up)
+        self._let_pump_go()
         if self._first is not None:
             self._first.release()
             self._first = None
@@ -279,9 +293,15 @@ class DirectSource:
     def hand_over(self) -> None:
         self._closed = True
         self._unicast.hand_over()
+        self._let_pump_go()
         if self._first is not None:
             self._first.release()
             self._first = None
+
+    def _let_pump_go(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.close()
 
 
 class WriteBackPort(CallUnicast):

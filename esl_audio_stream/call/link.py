@@ -164,6 +164,8 @@ class Link:
         self._worker: gevent.Greenlet | None = None
         self._next_report = 0.0
         self.reconnects = 0
+        #: Told of each new state: a native pump (native/pump.py) sends only while LIVE.
+        self.on_state: Callable[[LinkState], None] | None = None
 
     @property
     def state(self) -> LinkState:
@@ -190,6 +192,8 @@ class Link:
             self.send = self._to_backlog
         else:
             self.send = self._refuse
+        if self.on_state is not None:
+            self.on_state(new)
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -261,6 +265,10 @@ class Link:
     def _send_live(self, chunk: bytes) -> bool:
         if self._put(chunk):  # type: ignore[misc]
             return True
+        return self._refused(chunk)
+
+    def refused(self, chunk: bytes) -> bool:
+        """A chunk the connection did not take when another sender (the native pump) tried."""
         return self._refused(chunk)
 
     def _refused(self, chunk: bytes) -> bool:

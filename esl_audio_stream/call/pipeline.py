@@ -26,18 +26,24 @@ How the two sides are paired (`pairing`):
 Per-frame cost is the point of this module: `feed` is bound once to the variant the stream's
 shape needs, nothing is looked up or allocated per frame that could be done once per call, and
 the one-frame-one-chunk case skips the chunker.
+
+A native pump (native/pump.py) may carry the steady state -- mono frames that only go out -- in
+C for a while (`native`, armed): it reads the socket, counts and sends, with this pipeline's
+resampler and the chunker's pending audio, and it is told before anything changes that state
+(`leave`: pause, pace, close) and when it may take it again (`rejoin`: set up, resume). The
+counters read whichever has control.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..media.align import READ, WRITE, TapAligner
 from ..media.frames import PTIME_MS, Chunker, chunk_pattern
 from ..media.mix import FrameClock, Mixer
 from ..media.pcm import audioop
-from ..media.resample import make_resampler
+from ..media.resample import Resampler, make_resampler
 
 _add = audioop.add
 
@@ -54,7 +60,8 @@ class AudioOut(Protocol):
 
 
 class Pacer(Protocol):
-    """The player, as the pipeline sees it: one frame per slot while it plays."""
+    """The player, as the pipeline sees it: one frame per slot while it plays (and, for a
+    native pump, `on_queued`: told before audio is queued)."""
 
     @property
     def playing(self) -> bool: ...
@@ -65,6 +72,36 @@ class Pacer(Protocol):
 
 class FrameTimer(Protocol):
     def observe(self, seconds: float) -> None: ...
+
+
+class Lent(NamedTuple):
+    """What a native pump takes while it carries the steady state (`FramePipeline.lend`)."""
+
+    resampler: Resampler | None  # used in place
+    chunker: Chunker  # the pump takes its pending audio
+    frames_in: int
+    frames_out: int
+    malformed: int
+    last_frame: bytes
+    sample_mask: int  # a frame whose count has none of these bits is timed (-1: none is)
+    timer: FrameTimer | None
+
+
+class NativePart(Protocol):
+    """A native pump carrying the steady state (native/pump.py), as the pipeline sees it."""
+
+    @property
+    def armed(self) -> bool: ...
+    @property
+    def frames_in(self) -> int: ...
+    @property
+    def frames_out(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def last_frame(self) -> bytes: ...
+    def leave(self) -> None: ...
+    def rejoin(self) -> None: ...
 
 
 class FramePipeline:
@@ -90,11 +127,13 @@ class FramePipeline:
         self.channel_rate = channel_rate
         #: Where chunks go; set by the stream once its link exists.
         self.out: AudioOut | None = None
-        self.frames_in = 0  # caller-side frames fed (the read tap's, with taps)
-        self.frames_out = 0  # chunks handed to `out`
-        self.malformed = 0  # datagrams that were not L16 frames (empty, odd length)
+        self._frames_in = 0  # caller-side frames fed (the read tap's, with taps)
+        self._frames_out = 0  # chunks handed to `out`
+        self._malformed = 0  # datagrams that were not L16 frames (empty, odd length)
         #: The last caller frame (held, not copied): the status page's level meter reads it.
-        self.last_frame = b""
+        self._last_frame = b""
+        #: A native pump that carries the steady state while armed (set by native/pump.py).
+        self.native: NativePart | None = None
         self.paused = False
         self._now = now
         self._clock = clock
@@ -113,12 +152,39 @@ class FramePipeline:
         self._held: bytes | None = None  # clock pairing: a late frame whose slot is undecided
         self._route: Callable[[bytes], None] = self._first  # what a caller frame goes through
 
+    # -- what status and metrics read (whoever has control counts) ----------------------
+
+    @property
+    def frames_in(self) -> int:
+        native = self.native
+        return native.frames_in if native is not None and native.armed else self._frames_in
+
+    @property
+    def frames_out(self) -> int:
+        native = self.native
+        return native.frames_out if native is not None and native.armed else self._frames_out
+
+    @property
+    def malformed(self) -> int:
+        native = self.native
+        return native.malformed if native is not None and native.armed else self._malformed
+
+    @property
+    def last_frame(self) -> bytes:
+        native = self.native
+        return native.last_frame if native is not None and native.armed else self._last_frame
+
     # -- the stream's controls (never per frame) ------------------------------------------
 
     def pace(self, player: Pacer | None, in_tap: Collection[object] = ()) -> None:
         """The frames fed here pace `player` (one slot each) from now on; None: they do not
         (nothing plays, or something else paces it). `in_tap`: tags of what FreeSWITCH already
         puts in the write tap, not to be added again."""
+        native = self.native
+        if native is not None:
+            native.leave()
+            if player is not None:
+                player.on_queued = native.leave  # type: ignore[attr-defined]
         self._player = player
         self._in_tap = in_tap
         if self._chunker is not None:
@@ -126,6 +192,8 @@ class FramePipeline:
 
     def pause(self) -> None:
         """Nothing goes out while paused; what plays goes on playing, one frame per slot."""
+        if self.native is not None:
+            self.native.leave()
         self.paused = True
         if self._chunker is not None:
             self._chunker.clear()
@@ -142,6 +210,8 @@ class FramePipeline:
         if self._frame_clock is not None:
             self._frame_clock.reset()
         self.paused = False
+        if self.native is not None:
+            self.native.rejoin()
 
     def restart_timeline(self) -> None:
         """A hole in FreeSWITCH's stream that is not loss (a broadcast played meanwhile)."""
@@ -156,6 +226,9 @@ class FramePipeline:
 
     def close(self) -> None:
         """Free the resampler (native memory); the pipeline is not used again."""
+        if self.native is not None:
+            self.native.leave()
+            self.native = None
         if self._resampler is not None:
             self._resampler.close()
             self._resampler = self._resample = None
@@ -168,6 +241,32 @@ class FramePipeline:
         whole, part = divmod(self.frames_out, len(pattern))
         return whole * sum(pattern) + sum(pattern[:part])
 
+    # -- a native pump (native/pump.py) takes the steady state and gives it back ---------------
+
+    @property
+    def steady(self) -> bool:
+        """Every caller frame now only goes out (`_emit`): set up, mono, not paused, nothing
+        playing -- what a native pump can do instead."""
+        route = self._route
+        if route == self._mono_paced:
+            return not self.paused and not self._player.playing  # type: ignore[union-attr]
+        return route == self._emit and not self.paused
+
+    def lend(self) -> Lent:
+        """What a native pump takes while it carries the steady state (only when `steady`)."""
+        return Lent(self._resampler, self._chunker,  # type: ignore[arg-type]
+                    self._frames_in, self._frames_out, self._malformed, self._last_frame,
+                    self._mask, self._timer)
+
+    def take_back(self, frames_in: int, frames_out: int, malformed: int, last_frame: bytes,
+                  pending: bytes) -> None:
+        """The native pump's counts, last frame and audio not yet sent as a chunk (the
+        chunker's again)."""
+        self._frames_in, self._frames_out, self._malformed = frames_in, frames_out, malformed
+        self._last_frame = last_frame
+        if pending:
+            self._chunker.push(pending)  # type: ignore[union-attr]
+
     # -- per frame ----------------------------------------------------------------------------
 
     def _take(self, data: bytes) -> bytes | None:
@@ -175,7 +274,7 @@ class FramePipeline:
         (empty, odd length) is counted and dropped."""
         n = len(data)
         if n & 1 or not n:
-            self.malformed += 1
+            self._malformed += 1
             return None
         if data[0] == 0xFF:
             if n != self._cng_len:
@@ -191,11 +290,11 @@ class FramePipeline:
             data = self._take(data)  # type: ignore[assignment]
             if data is None:
                 return
-        frames = self.frames_in = self.frames_in + 1
+        frames = self._frames_in = self._frames_in + 1
         if self.paused and self.pairing != "taps":
             self._slot()  # nothing goes out; what plays goes on playing
             return
-        self.last_frame = data
+        self._last_frame = data
         if frames & self._mask:
             self._route(data)
             return
@@ -222,6 +321,8 @@ class FramePipeline:
             self._setup(len(frame))
         self._route = self._route_for()
         self._route(frame)
+        if self.native is not None:
+            self.native.rejoin()
 
     def _route_for(self) -> Callable[[bytes], None]:
         if self.pairing == "clock":
@@ -254,12 +355,12 @@ class FramePipeline:
         chunker = self._chunker
         if chunker.empty and len(out) == chunker.whole:  # type: ignore[union-attr]
             self.out.send(out)  # type: ignore[union-attr]  # one frame, one chunk: as it is
-            self.frames_out += 1
+            self._frames_out += 1
             return
         chunker.push(out)  # type: ignore[union-attr]
         while (chunk := chunker.pop()) is not None:  # type: ignore[union-attr]
             self.out.send(chunk)  # type: ignore[union-attr]
-            self.frames_out += 1
+            self._frames_out += 1
 
     def _slot(self) -> bytes | None:
         """This slot's frame of the playback (None: nothing plays here)."""
@@ -273,6 +374,8 @@ class FramePipeline:
         player = self._player
         if player.playing:  # type: ignore[union-attr]
             player.next_frame()  # type: ignore[union-attr]
+        elif self.native is not None:  # played out: the pump may carry the frames again
+            self.native.rejoin()
 
     def _clocked(self, frame: bytes) -> None:
         """stereo/mixed of the call's own unicast: each caller frame with what the call hears in

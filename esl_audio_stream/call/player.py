@@ -72,6 +72,9 @@ class Player:
         self.frames_played = 0
         self.write_failures = 0
         self.chunks = 0
+        #: Called when audio is queued (a native pump that carries the stream's frames gives
+        #: them back first: each frame paces the playback from now on, native/pump.py).
+        self.on_queued: Callable[[], None] | None = None
 
     # -- what the endpoint asked for (from the protocol) -------------------------------------
 
@@ -148,6 +151,8 @@ class Player:
             self._resamplers[rate] = make_resampler(rate, self.channel_rate)
         resampler = self._resamplers[rate]
         pcm = resampler.process(chunk.pcm) if resampler is not None else chunk.pcm
+        if self.on_queued is not None:
+            self.on_queued()
         if self.queue.push_audio(pcm, path):
             self.chunks += 1
         else:  # a flood: what is queued is kept, this chunk is not

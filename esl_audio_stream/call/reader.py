@@ -55,6 +55,10 @@ class FrameReader:
     def stop(self) -> None:
         self._watcher.stop()
 
+    def start(self) -> None:
+        """Read again after stop() (the native pump gives the socket back, native/pump.py)."""
+        self._watcher.start(self._ready)
+
     def close(self) -> None:
         """Stop for good (before the socket is closed: a watcher must not outlive its fd)."""
         self._watcher.stop()

@@ -31,6 +31,7 @@ from ..protocols import choose as protocols
 from ..ws.errors import WSError
 from . import source_choice
 from .answers import EndpointAnswers
+from .direct import DirectSource
 from .host import StreamHost
 from .link import Link
 from .pipeline import FramePipeline
@@ -176,6 +177,8 @@ class Stream(StreamReadings, EndpointAnswers):
             ssl_context=ssl_context, connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout)
         pipeline.out = self.protocol.audio_out(link)
+        if cfg.native and isinstance(self._source, DirectSource):
+            self._source.carry_natively(link)  # the steady state in C (native/pump.py)
         for text in self._pending_texts:  # send_text while connecting: after the metadata
             link.send_text(text)
         self._pending_texts.clear()

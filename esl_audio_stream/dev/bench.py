@@ -52,19 +52,21 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_sink(port_file: str, result_file: str) -> int:
+def run_sink(port_file: str, result_file: str, deflate: bool = False) -> int:
     """The sink process: record arrival times until SIGTERM, then write them out as JSON."""
     import gevent
 
     from .sink import AudioSink
 
-    sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600, fast=True)
+    sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600, fast=True,
+                     fast_deflate=deflate)
     sink.start()
     Path(port_file).write_text(str(sink.address[1]))
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)
     done.wait()
     result = {s.path: list(s.times or ()) for s in sink.sessions}
+    result["deflate"] = sum(s.deflate for s in sink.sessions)  # type: ignore[assignment]
     Path(result_file).write_text(json.dumps(result))
     sink.stop()
     return 0
@@ -72,12 +74,14 @@ def run_sink(port_file: str, result_file: str) -> int:
 
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
-              protocol: str = "mod_audio_stream", encoding: str = "l16") -> int:
+              protocol: str = "mod_audio_stream", encoding: str = "l16",
+              native: bool = True, deflate: bool = False) -> int:
     """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
     the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
     taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
     by side. `protocol` twilio: Twilio Media Streams (µ-law in base64 JSON, 8 kHz only);
-    `encoding`: mod_audio_stream's STREAM_AUDIO_ENCODING (l16, or G.711 at 8 kHz)."""
+    `encoding`: mod_audio_stream's STREAM_AUDIO_ENCODING (l16, or G.711 at 8 kHz). `native`:
+    the daemon's [media] native; `deflate`: the sink accepts permessage-deflate."""
     import gevent
 
     from ..esl.connection import ESLConnection
@@ -90,13 +94,14 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     control = f"127.0.0.1:{_free_port()}"
     port_file, result_file = workdir / "sink.port", workdir / "sink.json"
     sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.dev.bench", "--sink",
-                             str(port_file), str(result_file)])
+                             str(port_file), str(result_file), *(["deflate"] if deflate else [])])
     daemon = subprocess.Popen(
         [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
          "{}:{}".format(*sim.address), "--control", control],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
         # its own files (and FIFOs), not the shared temporary directory's
-        env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files")},
+        env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files"),
+             "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false"},
     )
     print(f"daemon pid {daemon.pid}, its log in {workdir / 'daemon.log'}", file=sys.stderr)
     esl = ESLConnection(*sim.address)
@@ -147,6 +152,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                 proc.kill()
         sim.stop()
     received = json.loads(result_file.read_text()) if result_file.exists() else {}
+    deflated = received.pop("deflate", 0)
     latencies: list[float] = []
     late = 0
     skipped = {r["uuid"]: r.get("tap_frames_skipped", 0) for r in rows}
@@ -164,6 +170,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     wire = protocol if protocol == "twilio" else f"{protocol} {encoding}"
     print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
           f"{rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s measured")
+    print(f"paths                     native {'on' if native else 'off'}, permessage-deflate "
+          f"negotiated on {deflated} of {calls} connections")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
@@ -207,8 +215,8 @@ def _get_streams(control: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--sink":
-        sys.exit(run_sink(sys.argv[2], sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--sink":
+        sys.exit(run_sink(sys.argv[2], sys.argv[3], deflate=sys.argv[4:] == ["deflate"]))
     print("usage: python -m esl_audio_stream.dev.bench --sink PORT_FILE RESULT_FILE",
           file=sys.stderr)
     sys.exit(2)

@@ -72,10 +72,13 @@ class SinkSession:
 class AudioSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, keep_audio: bool = True,
                  record_times: bool = False, idle_timeout: float = 60.0,
-                 fast: bool = False) -> None:
+                 fast: bool = False, fast_deflate: bool = False) -> None:
         #: fast: no deflate, and frames read by a minimal parser instead of wsproto (~10x
         #: cheaper), so the bench's sink stays far from being its bottleneck.
         self.fast = fast
+        #: ... but permessage-deflate accepted (the bench's deflate on: the daemon compresses
+        #: its texts; binary audio is never compressed, so the parser still reads it).
+        self.fast_deflate = fast_deflate
         self.keep_audio = keep_audio
         self.record_times = record_times
         self.idle_timeout = idle_timeout
@@ -135,7 +138,10 @@ class AudioSink:
                     elif isinstance(event, Request):
                         session = SinkSession(event.target, self.record_times)
                         if self.fast:
-                            sock.sendall(ws.send(AcceptConnection()))
+                            extensions = [PerMessageDeflate()] if self.fast_deflate else []
+                            sock.sendall(ws.send(AcceptConnection(extensions=extensions)))
+                            session.deflate = bool(extensions) and any(
+                                "permessage-deflate" in str(e) for e in event.extensions)
                             self.sessions.append(session)
                             self.new_session.set()
                             self._fast_loop(sock, session)

@@ -124,6 +124,17 @@ class Chunker:
             self._off = end
         return chunk
 
+    def take(self) -> bytes:
+        """Everything pending, the chunker left empty (handed to another chunker: the native
+        pump's, native/pump.py)."""
+        direct = self._direct
+        with memoryview(self._buf) as view:
+            pending = bytes(view[self._off:])
+        if direct is not None:
+            pending = direct + pending if pending else direct
+        self.clear()
+        return pending
+
     def clear(self) -> None:
         """Drop everything pending (e.g. on pause or a `clear` command)."""
         self._buf.clear()

@@ -144,6 +144,12 @@ class Resampler:
         return b"".join(parts)
 
     @property
+    def address(self) -> int:
+        """The speexdsp state's address (0 once closed): native code (native/pump.c) resamples
+        with this very state, so the audio is the same whichever path carries a frame."""
+        return int(ffi.cast("uintptr_t", self._st))
+
+    @property
     def output_latency(self) -> int:
         """Constant filter delay, in output samples per channel."""
         return lib.speex_resampler_get_output_latency(self._st) if self._st != ffi.NULL else 0

@@ -143,6 +143,11 @@ class WebSocketConnection:
     def deflate_negotiated(self) -> bool:
         return self._frames.deflate
 
+    @property
+    def outgoing(self) -> Outgoing | None:
+        """The sending side while open (the native pump sends through it, native/pump.py)."""
+        return self._out
+
     # ---------------------------------------------------------------- connect
 
     def connect(self) -> None:

@@ -11,6 +11,11 @@ Compression (permessage-deflate) uses zlib level 1 and a 1 kB window: for real-t
 matters more than the last bytes of ratio, any window smaller than the negotiated one is
 inflatable by the peer, and it keeps zlib at ~12 kB per connection instead of ~256 kB.
 
+Mask keys come from `mask_source` (os.urandom) in blocks, into a pool in C memory with its
+offset: the native pump (native/pump.c) frames binary messages on the same connection from the
+same pool, so both paths take the same keys in message order (a test that puts a seeded source
+here compares their bytes on the wire).
+
 `FrameParser` reads frames the other way (a server reading a client, e.g. the bench's sink),
 unmasking in place with the same C routine.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 from ._mask import ffi as _mask_ffi
 from ._mask import lib as _mask_lib
@@ -37,6 +43,9 @@ _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
 _MASK_POOL = 4096  # mask keys are drawn from os.urandom in blocks, not one syscall per frame
 
+#: Where mask keys come from, a block at a time (looked up at each refill).
+mask_source: Callable[[int], bytes] = os.urandom
+
 #: Our compression window (2**10 bytes) and zlib memLevel: small, because text messages are short
 #: and audio is sent uncompressed by default (L16 barely compresses; deflating it costs CPU).
 COMPRESS_BITS = 10
@@ -50,15 +59,17 @@ def _compressor(bits: int) -> zlib._Compress:
 class FrameWriter:
     """One client connection's outgoing data frames: masked, and compressed where negotiated."""
 
-    __slots__ = ("_buf", "_compressor", "_mask_at", "_masks", "_ptr", "_view", "compress_bits",
-                 "compress_reset")
+    __slots__ = ("_buf", "_compressor", "_ptr", "_view", "compress_bits", "compress_reset",
+                 "mask_at", "mask_pool")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._ptr = _mask_ffi.NULL
-        self._masks = b""
-        self._mask_at = _MASK_POOL
+        #: The pool of mask keys and the offset of the next (C memory: the native pump takes
+        #: its keys here too); drawn on the first frame.
+        self.mask_pool = _mask_ffi.new("unsigned char[]", _MASK_POOL)
+        self.mask_at = _mask_ffi.new("uint32_t *", _MASK_POOL)
         self._compressor: zlib._Compress | None = None
         self.compress_bits = 15
         self.compress_reset = False  # client_no_context_takeover: a fresh context per message
@@ -74,6 +85,16 @@ class FrameWriter:
         self.compress_bits = min(max_window_bits, COMPRESS_BITS)
         self.compress_reset = no_context_takeover
         self._compressor = _compressor(self.compress_bits)
+
+    @property
+    def mask_pool_size(self) -> int:
+        """Bytes in `mask_pool` (4 a key)."""
+        return _MASK_POOL
+
+    def refill_masks(self) -> None:
+        """A new block of keys (the pool is used up)."""
+        _mask_ffi.memmove(self.mask_pool, mask_source(_MASK_POOL), _MASK_POOL)
+        self.mask_at[0] = 0
 
     def frame(self, first: int, payload: bytes | bytearray | memoryview,
               compress: bool = False) -> memoryview:
@@ -94,11 +115,12 @@ class FrameWriter:
             hl = 4
         else:
             hl = 10
-        at = self._mask_at
+        mask_at = self.mask_at
+        at = mask_at[0]
         if at >= _MASK_POOL:
-            self._masks = os.urandom(_MASK_POOL)
+            self.refill_masks()
             at = 0
-        self._mask_at = at + 4
+        mask_at[0] = at + 4
         size = hl + 4 + n
         buf = self._buf
         if len(buf) < size:
@@ -112,10 +134,8 @@ class FrameWriter:
             _H16.pack_into(buf, 0, first, 0xFE, n)
         else:
             _H64.pack_into(buf, 0, first, 0xFF, n)
-        end = hl + 4
-        buf[hl:end] = self._masks[at : at + 4]
-        buf[end:size] = payload
-        _mask_lib.eas_mask(self._ptr + end, n, self._ptr + hl)
+        buf[hl + 4:size] = payload
+        _mask_lib.eas_frame_mask(self._ptr, hl, n, self.mask_pool, at)
         return self._view[:size]
 
 

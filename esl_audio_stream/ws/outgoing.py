@@ -37,7 +37,7 @@ _TEXT = FIN | OP_TEXT
 class Outgoing:
     """The sending side of one open connection; `close()` ends it (the connection's _finish)."""
 
-    __slots__ = ("_closed", "_compress_binary", "_fd", "_frame", "_io", "_on_blocked",
+    __slots__ = ("_closed", "_compress_binary", "_fd", "_frame", "_io", "_native", "_on_blocked",
                  "_on_error", "_pending", "_progress", "_send", "_writable", "last_out")
 
     def __init__(self, sock: gsocket.socket, *, secure: bool, frames: FrameWriter,
@@ -49,6 +49,9 @@ class Outgoing:
         self._send: Callable[[Any], int] = raw.send if raw is not None and not secure \
             else sock.send
         self._fd = sock.fileno()
+        #: What a native pump needs to send binary messages itself (plain TCP, uncompressed).
+        self._native = (self._fd, frames) if raw is not None and not secure \
+            and not compress_binary else None
         #: Write readiness, made on the first wait (most connections never wait); None again
         #: once closed.
         self._io: Any = None
@@ -76,6 +79,21 @@ class Outgoing:
         if self._pending:
             return False
         return self._put(self._frame(_BINARY, data, self._compress_binary), True)
+
+    def native_target(self) -> tuple[int, FrameWriter] | None:
+        """(the socket's fd, the frame writer) when another sender may put binary messages on
+        this connection itself -- the native pump (native/pump.py), while nothing waits here --:
+        plain TCP, binary messages not compressed. None otherwise (TLS, deflated audio)."""
+        return None if self._closed else self._native
+
+    def keep(self, rest: bytes) -> None:
+        """The rest of a data frame the native pump handed the kernel in part: kept, as `_put`
+        keeps ours."""
+        self._congest(memoryview(rest))
+
+    def fail(self, exc: OSError) -> None:
+        """The native pump's send failed: the connection ends as it does when ours fails."""
+        self._failed(exc)
 
     def send_text(self, text: str) -> bool:
         """One text message (compressed where negotiated); True/False as for send_binary."""
