@@ -139,7 +139,8 @@ def test_nothing_to_install_when_everything_is_there(machine: Machine) -> None:
 @pytest.mark.parametrize(("script", "ran"), [
     ("demo", ["esl-audio-stream demo"]),
     ("bench", ["esl-audio-stream bench"]),
-    ("test", ["ruff check --quiet .", "python -m pytest -q -p no:cacheprovider"]),
+    ("test", ["ruff check --quiet .",
+              "python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile"]),
 ])
 def test_with_everything_there_it_is_quiet_and_the_script_runs(machine: Machine, script: str,
                                                                ran: list[str]) -> None:
