@@ -125,8 +125,10 @@ class Daemon:
         counting the greenlets walks the heap)."""
         r = self.reconciler
         return {"ports_in_use": self.ports.in_use, "ports_held": self.ports.held,
+                # type(), not isinstance(): the heap holds weakref proxies, and asking a dead
+                # one for its class raises ReferenceError
                 "greenlets": sum(1 for o in gc.get_objects()
-                                 if isinstance(o, RawGreenlet) and not o.dead),
+                                 if issubclass(type(o), RawGreenlet) and not o.dead),
                 "streams_carried_on": r.carried_on, "streams_orphaned": r.orphans_ended,
                 "streams_forgotten": r.forgotten, "records_written": self.keeper.written}
 
