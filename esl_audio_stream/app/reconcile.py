@@ -30,11 +30,11 @@ from .commands import CommandError, Start
 from .resume import StreamRecord
 
 if TYPE_CHECKING:
-    from ..call.stream import Stream
     from ..esl.connection import ESLConnection
     from .calls import Calls
     from .config import DaemonConfig
     from .keeper import Keeper
+    from .registry import Streams
 
 
 class Reconciled(Protocol):
@@ -45,8 +45,7 @@ class Reconciled(Protocol):
     keeper: Keeper
     calls: Calls
     owner: str
-    streams: dict[str, Stream]
-    starting: set[str]
+    streams: Streams
     closing: bool
 
     def carry_on(self, uuid: str, record: StreamRecord) -> None: ...
@@ -74,16 +73,16 @@ class Reconciler:
             return
         if self.core_uuid and index.core_uuid and index.core_uuid != self.core_uuid:
             log.warning("FreeSWITCH restarted (core %s, was %s): its calls are gone; ending "
-                        "%d streams", index.core_uuid, self.core_uuid, len(d.streams))
-            for uuid, stream in list(d.streams.items()):
-                d.calls.gone(uuid)
+                        "%d streams", index.core_uuid, self.core_uuid, d.streams.count)
+            for stream in d.streams.all():
+                d.calls.gone(stream.uuid)
                 stream.stop_async("hangup")
         self.core_uuid = index.core_uuid or self.core_uuid
         self._check_registry()
         away = time.time() - index.alive if index.alive is not None else float("inf")
         d.keeper.beat()
         for uuid in index.uuids:
-            if uuid in d.streams or uuid in d.starting or d.closing:
+            if d.streams.busy(uuid) or d.closing:
                 continue
             try:
                 record = d.keeper.record(uuid)
@@ -102,7 +101,7 @@ class Reconciler:
         # what no stream claims: left by a process that died (start-up spares FIFOs for us);
         # a recording still going into such a FIFO is stopped (a process killed in the middle
         # of a stop), or FreeSWITCH would record into the void until the call ends
-        clean_base(d.config.files_dir, keep=set(d.streams) | d.starting,
+        clean_base(d.config.files_dir, keep=set(d.streams) | d.streams.starting_calls(),
                    on_fifo=self._stop_recording)
 
     def _stop_recording(self, uuid: str, fifo: str) -> None:
@@ -115,14 +114,15 @@ class Reconciler:
     def _check_registry(self) -> None:
         """Streams whose calls went away while we could not hear."""
         d = self.daemon
-        for uuid, stream in list(d.streams.items()):
+        for uuid in list(d.streams):
             try:
                 exists = d.esl.api(f"uuid_exists {uuid}").strip() == "true"
             except ESLError:
                 return
             if not exists:
                 d.calls.gone(uuid)
-                stream.stop_async("hangup")
+                for stream in d.streams.of(uuid):
+                    stream.stop_async("hangup")
 
     def _carry_on(self, uuid: str, record: StreamRecord) -> None:
         d = self.daemon
@@ -177,4 +177,4 @@ class Reconciler:
 
 def start_of(uuid: str, record: StreamRecord) -> Start:
     """The start command the record stands for."""
-    return Start(uuid, record.url, record.mix, record.rate, record.metadata)
+    return Start(uuid, record.url, record.mix, record.rate, record.metadata, name=record.name)

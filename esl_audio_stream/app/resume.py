@@ -70,6 +70,8 @@ class StreamRecord:
     fifo: str = ""
     fifo_rate: int = 0
     extra: dict = field(default_factory=dict)  # room for what later protocols need
+    #: The stream's name on its call ("": the unnamed one; mod_audio_fork's: its bugname).
+    name: str = ""
 
     def encode(self) -> str:
         data = asdict(self)
@@ -105,12 +107,20 @@ def decode(text: str) -> StreamRecord:
             started=float(data.get("started", 0.0)),
             fifo=str(data.get("fifo", "")), fifo_rate=int(data.get("fifo_rate", 0)),
             extra=dict(data.get("extra") or {}))
+        record = replace(record, name=str(data["name"]) if "name" in data else _name_of(record))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"stream record without a usable {exc}") from None
     if (record.mix not in ("mono", "mixed", "stereo")
             or record.source not in ("direct", "record", "taps")):
         raise RecordError("stream record with an unknown mix or source")
     return record
+
+
+def _name_of(record: StreamRecord) -> str:
+    """The name of a stream whose record predates names: mod_audio_fork's bugname, else ""."""
+    if record.protocol == "audio_fork":
+        return str(record.extra.get("bugname") or "audio_fork")
+    return ""
 
 
 def index_var(owner: str, uuid: str) -> str:

@@ -51,6 +51,8 @@ class EndpointAnswers:
     _link: Link | None
     _source: Source | None
     _told: Teller | None
+    #: `Stream-Name` on every event of a named stream (None: unnamed, its events as they were)
+    _name_header: dict[str, str] | None
 
     def _save(self) -> None: ...
 
@@ -62,7 +64,7 @@ class EndpointAnswers:
             if said is None:
                 return
             subclass, body = said
-        self.host.fire(self.uuid, subclass, body)
+        self.host.fire(self.uuid, subclass, body, extra=self._name_header)
 
     def _on_text(self, text: str) -> None:
         self._carry_out_all(self.protocol.on_text(text))

@@ -56,6 +56,7 @@ class Stream(StreamReadings, EndpointAnswers):
                  resumed: StreamRecord | None = None) -> None:
         self.host = host
         self.uuid = cmd.uuid
+        self.name = cmd.name  # on its call ("": the unnamed one; mod_audio_fork's bugname)
         self.url = cmd.url
         self.mix = cmd.mix
         self.rate = cmd.rate
@@ -82,6 +83,8 @@ class Stream(StreamReadings, EndpointAnswers):
             max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
             resumed=resumed.extra if resumed is not None else cmd.options)
         self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
+        named = self.name != protocols.default_name(self.protocol)
+        self._name_header = {events.STREAM_NAME_HEADER: self.name} if named else None
         #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
         self.source = (resumed.source if resumed is not None
                        else source_choice.choose(self.settings.source, self._parked()))
@@ -215,7 +218,8 @@ class Stream(StreamReadings, EndpointAnswers):
             metadata=self.metadata, source=self.source, protocol=self.protocol.name,
             paused=self.lifecycle is S.PAUSED,
             marks=tuple(player.pending_marks) if player is not None else (),
-            started=self.started_epoch, extra=self.protocol.record_extra(), **parts)
+            started=self.started_epoch, extra=self.protocol.record_extra(), name=self.name,
+            **parts)
 
     def _save(self) -> None:
         """Something the record says changed (ports, taps, pause, marks): written soon, in the

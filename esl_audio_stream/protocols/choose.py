@@ -66,6 +66,12 @@ def fit(protocol: str, settings: StreamSettings, channel: Mapping[str, str],
     return settings
 
 
+def default_name(protocol: WireProtocol) -> str:
+    """The name a stream of this protocol has when its command gives none (mod_audio_fork's
+    bugname; "" for uuid_audio_stream's): its events then carry no name."""
+    return audio_fork.BUGNAME if isinstance(protocol, AudioFork) else ""
+
+
 Teller = Callable[[str, str, str], "tuple[str, str] | None"]
 
 
