@@ -20,6 +20,7 @@ import gevent.event
 from gevent.pool import Group
 from greenlet import greenlet as RawGreenlet
 
+from ..call.call_audio import CallAudio
 from ..call.stream import Stream
 from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
@@ -271,7 +272,7 @@ class Daemon:
         if self.closing:
             raise CommandError("the daemon is shutting down")
         uuid, name = cmd.uuid, cmd.name
-        if self.streams.taken(uuid, name) or self.streams.busy(uuid):
+        if self.streams.taken(uuid, name):  # another name: another stream on the call
             named = f" named {name}" if name else ""
             raise CommandError(f"an audio stream{named} is already running on {uuid}")
         admit(self, cmd)
@@ -334,11 +335,15 @@ class Daemon:
         if sent:
             log.info("fired %d events kept while FreeSWITCH was not connected", sent)
 
-    def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
-        self.calls.tap_opened(tap_uuid, stream)
+    def tap_opened(self, tap_uuid: str, owner: CallAudio) -> None:
+        self.calls.tap_opened(tap_uuid, owner)
 
     def tap_closed(self, tap_uuid: str) -> None:
         self.calls.tap_closed(tap_uuid)
+
+    def call_audio(self, uuid: str, kind: str, channel_rate: int) -> CallAudio:
+        return self.streams.shared(uuid, lambda: CallAudio(
+            self, uuid, kind, channel_rate, on_empty=self.streams.unshare))
 
     def stream_ended(self, stream: Stream) -> None:
         self.streams.remove(stream)
@@ -354,7 +359,9 @@ class Daemon:
     def _on_event(self, event: Event) -> None:
         name = event.name
         if name == "DTMF":
-            self.keys.route(event.headers, self.streams, self.calls.tap_owners, time.monotonic())
+            # to the call's CallAudio: each press once, to each of its streams
+            self.keys.route(event.headers, self.streams.audio, self.calls.tap_owners,
+                            time.monotonic())
             return
         if name == "CUSTOM" or (not name and event.subclass):
             seq = event.get(events.ROUTED_HEADER)

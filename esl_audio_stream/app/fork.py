@@ -9,8 +9,8 @@ its bugname is refused. Applications are written against exactly that, so a `Bug
 attachment, and its stream (call/stream.py, speaking protocols/audio_fork.py) is what it holds
 while there is one.
 
-One stream per call for now: a start on a call that streams already (by either API) is refused
-with a clear -ERR. Bugs are keyed by (uuid, bugname) so that several can share a call later.
+A call may carry several bugs, and uuid_audio_stream streams beside them (app/registry.py): a
+bug's stream is named by its bugname, which no other stream of the call may have meanwhile.
 """
 
 from __future__ import annotations
@@ -120,10 +120,8 @@ class ForkFront:
             raise fc.Refused(fc.ERR, "the daemon is shutting down")
         if self.bug(uuid, cmd.bugname) is not None:
             raise fc.Refused(fc.ERR, f"bug {cmd.bugname} already attached")
-        running = self._running(uuid)
-        if running:
-            raise fc.Refused(f"-ERR several streams per call are not supported yet: {uuid} "
-                             f"already streams ({running})\n", "another stream on the call")
+        if d.streams.taken(uuid, cmd.bugname):  # a uuid_audio_stream stream of that name
+            raise fc.Refused(fc.ERR, f"a stream named {cmd.bugname} already runs on {uuid}")
         bug = Bug(uuid, cmd.bugname, CallState.GONE)
         self._keep(bug)  # taken now: asking FreeSWITCH below lets other commands in
         d.streams.reserve(uuid, cmd.bugname)  # until admission has the stream registered
@@ -142,15 +140,6 @@ class ForkFront:
             raise fc.Refused(fc.ERR, str(exc)) from None
         bug.state = initial_state(channel)
         self._jobs.spawn(self._connect, bug, start)
-
-    def _running(self, uuid: str) -> str:
-        """What streams on the call now ('' when nothing does)."""
-        for bug in self.bugs.get(uuid, {}).values():
-            if not bug.ended:
-                return f"uuid_audio_fork bug {bug.bugname}"
-        if self.d.streams.busy(uuid):
-            return "uuid_audio_stream"
-        return ""
 
     def _connect(self, bug: Bug, start: Start) -> None:
         def made(stream: Stream) -> None:

@@ -14,7 +14,7 @@ As a Mapping -- what code that knows one stream per call, and the tests, read --
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -92,3 +92,17 @@ class Streams(Mapping[str, "Stream"]):
 
     def starting_calls(self) -> set[str]:
         return {uuid for uuid, _ in self.starting}
+
+    # -- what a call's streams share ------------------------------------------------------------
+
+    def shared(self, uuid: str, make: Callable[[], CallAudio]) -> CallAudio:
+        """The call's CallAudio; a new one (`make`) when it has none, or its last stream left."""
+        audio = self.audio.get(uuid)
+        if audio is None or audio.closed:
+            audio = self.audio[uuid] = make()
+        return audio
+
+    def unshare(self, audio: CallAudio) -> None:
+        """`audio`'s last stream left."""
+        if self.audio.get(audio.uuid) is audio:
+            del self.audio[audio.uuid]

@@ -26,7 +26,6 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
-from ..media.files import CallFiles
 from ..protocols import choose as protocols
 from ..ws.errors import WSError
 from . import source_choice
@@ -36,11 +35,11 @@ from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
 from .readings import StreamReadings
-from .source_choice import make_source
-from .sources import Playback, SourceEnv, SourceError
+from .sources import Playback, SourceError
 from .state import LIVE, StreamState, advance
 
 if TYPE_CHECKING:
+    from .call_audio import Share
     from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -85,12 +84,13 @@ class Stream(StreamReadings, EndpointAnswers):
         self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
         named = self.name != protocols.default_name(self.protocol)
         self._name_header = {events.STREAM_NAME_HEADER: self.name} if named else None
-        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
-        self.source = (resumed.source if resumed is not None
-                       else source_choice.choose(self.settings.source, self._parked()))
+        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py): the
+        #: call's source, shared by its streams (call/call_audio.py), whatever this one chose.
+        audio = host.call_audio(self.uuid, resumed.source if resumed is not None else
+                                source_choice.choose(self.settings.source, self._parked()),
+                                channel_rate)
+        self.source = audio.kind
         self.pipeline = self._make_pipeline(channel_rate)
-        self._source: Source | None = None
-        self._env: SourceEnv | None = None
         self._link: Link | None = None
         self.player: Player | None = None
         self.playback: Playback | None = None
@@ -98,6 +98,14 @@ class Stream(StreamReadings, EndpointAnswers):
         self._pending_texts: list[str] = []  # send_text before the WebSocket is open
         #: FreeSWITCH-side ports that gave no audio, so another was tried (someone held them)
         self.port_retries = 0
+        #: Its part of the call's audio (last: from here on only _release or hand_over end it).
+        self._share: Share | None = audio.share(self)
+
+    @property
+    def _source(self) -> Source | None:
+        """The call's source now (shared by its streams; made again when one needs more)."""
+        share = self._share
+        return share.source if share is not None else None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class Stream(StreamReadings, EndpointAnswers):
         (with everything already released) when the stream cannot start."""
         link = self._prepare()
         try:
-            self._source.open()  # type: ignore[union-attr]  # taps first: before anything plays
+            self._share.open()  # type: ignore[union-attr]  # taps first: before anything plays
         except SourceError as exc:
             if self.source != "direct":
                 self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
@@ -115,7 +123,7 @@ class Stream(StreamReadings, EndpointAnswers):
         self._connect(link)
         self._fire(events.CONNECT, events.connect_body())
         try:
-            self._source.start()  # type: ignore[union-attr]
+            self._share.start()  # type: ignore[union-attr]
         except SourceError as exc:
             link.close(1000, "")
             self._fail()
@@ -135,7 +143,7 @@ class Stream(StreamReadings, EndpointAnswers):
         for name in record.marks:  # after the metadata, before any audio
             link.send_text(self.protocol.mark_reply(name, "cleared"))
         try:
-            self._source.adopt(record)  # type: ignore[union-attr]
+            self._share.adopt(record)  # type: ignore[union-attr]
         except SourceError as exc:
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             self._fail()
@@ -159,15 +167,6 @@ class Stream(StreamReadings, EndpointAnswers):
             self._fail()
             raise CommandError(str(exc)) from None
         pipeline = self.pipeline
-        self._env = env = SourceEnv(
-            uuid=self.uuid, esl=self.host.esl, ports=self.host.ports, media_host=cfg.media_host,
-            fs_media_host=cfg.fs_media_host, first_audio_timeout=cfg.first_audio_timeout,
-            esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
-            failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
-            tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = make_source(
-            self.source, env, pipeline, self.mix, on_moved=self._save,
-            files=lambda: CallFiles(cfg.files_dir, self.uuid, cfg.files_group))
         protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
@@ -212,7 +211,7 @@ class Stream(StreamReadings, EndpointAnswers):
     def record(self) -> StreamRecord:
         """What a next daemon process needs to carry this stream on (app/resume.py)."""
         player = self.player
-        parts = self._source.describe() if self._source is not None else {}
+        parts = self._share.describe() if self._share is not None else {}
         return StreamRecord(
             owner=self.host.owner, url=self.url, mix=self.mix, rate=self.rate,
             metadata=self.metadata, source=self.source, protocol=self.protocol.name,
@@ -236,10 +235,6 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def _parked(self) -> bool:
         return self.host.call_state(self.uuid) is events.CallState.PARKED
-
-    def _gone(self) -> bool:
-        return self.host.call_state(self.uuid) in (events.CallState.HUNGUP,
-                                                   events.CallState.GONE)
 
     def _port_retried(self) -> None:
         self.port_retries += 1
@@ -273,7 +268,7 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def _pause_parts(self) -> None:
         self.pipeline.pause()
-        self._source.pause()  # type: ignore[union-attr]
+        self._share.pause()  # type: ignore[union-attr]  # the source, once every stream is
 
     def resume(self) -> None:
         """Audio restarts from the present moment: nothing held back is sent, and the resampler
@@ -285,7 +280,7 @@ class Stream(StreamReadings, EndpointAnswers):
         if self.lifecycle is not S.PAUSED:
             return
         try:
-            self._source.resume()  # type: ignore[union-attr]
+            self._share.resume()  # type: ignore[union-attr]
         except SourceError as exc:
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             raise CommandError(str(exc)) from None
@@ -305,10 +300,8 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def on_call_event(self, name: str, application: str, data: str) -> None:
         """A channel event of this call (the daemon passes the few that matter)."""
-        if name == "CHANNEL_PARK" and self._env is not None:
-            self._env.park_seen.set()
-        if self._source is not None:
-            self._source.on_call_event(name)
+        if self._share is not None:
+            self._share.on_call_event(name)
         if self.player is not None:
             self.player.on_call_event(name, application, data)
 
@@ -323,10 +316,6 @@ class Stream(StreamReadings, EndpointAnswers):
             self._pending_texts.append(text)
         else:
             link.send_text(text)
-
-    def tap_gone(self, tap_uuid: str) -> None:
-        if self._source is not None and self.lifecycle in LIVE:
-            self._source.tap_gone(tap_uuid)
 
     def _on_gone(self, code: int, reason: str) -> None:
         """The endpoint closed normally (or reconnection is off or gave up): the stream ends."""
@@ -359,10 +348,10 @@ class Stream(StreamReadings, EndpointAnswers):
             return
         self.lifecycle = advance(self.lifecycle, S.STOPPING)
         self.cause = cause
-        self.host.keeper.drop(self.uuid)  # first: a stop is never undone by a restart
+        self.host.keeper.drop(self.uuid, self.name)  # first: never undone by a restart
         try:
-            if self._source is not None:
-                self._source.stop_reading()
+            if self._share is not None:
+                self._share.stop_reading()
             link = self._link
             if self._peer_close is not None:  # the endpoint ended it
                 code, reason = self._peer_close
@@ -395,10 +384,10 @@ class Stream(StreamReadings, EndpointAnswers):
         record = self.record()
         self.lifecycle = advance(self.lifecycle, S.STOPPING)
         self.cause = "handover"
-        source, self._source = self._source, None
+        share, self._share = self._share, None
         try:
-            if source is not None:
-                source.stop_reading()
+            if share is not None:
+                share.stop_reading()
             self.host.keeper.save(self.uuid, record, now=True)
             link = self._link
             if link is not None and link.is_open:
@@ -407,8 +396,8 @@ class Stream(StreamReadings, EndpointAnswers):
         except Exception:
             log.exception("%s: error while handing over", self.uuid)
         finally:
-            if source is not None:
-                source.hand_over()
+            if share is not None:
+                share.hand_over()  # the call's source left to the next process with its last
             player, self.player = self.player, None
             if player is not None:
                 player.abandon()
@@ -424,10 +413,10 @@ class Stream(StreamReadings, EndpointAnswers):
         sending (a parked call that goes on is re-parked), taps killed, ports and sockets given
         back, the player's files removed, the resampler freed, the WebSocket gone."""
         hung_up = self.cause == "hangup"
-        source, self._source = self._source, None
-        if source is not None:
+        share, self._share = self._share, None
+        if share is not None:
             try:
-                source.close(hung_up)
+                share.close(hung_up)  # the call's source released with its last stream
             except Exception:
                 log.exception("%s: error while releasing the source", self.uuid)
         player, self.player = self.player, None
