@@ -221,3 +221,69 @@ def test_a_stereo_stream_joining_a_mono_recorded_call_gets_one_richer_recording(
     esl.api(f"uuid_kill {uuid}")
     assert wait_until(m.closed.is_set, 3)
     assert wait_until(lambda: not daemon.streams and not sim.channel(uuid).recordings, 3)
+
+
+def keys(conn) -> list[str]:
+    return [json.loads(m)["data"]["digit"] for m in conn.texts if m.startswith('{"type":"dtmf"')]
+
+
+def test_keys_go_to_each_stream_once_and_pause_is_each_streams_own(esl, daemon, sim, peer):
+    """Each press reaches every stream of the call once; one stream paused sends nothing while
+    the other goes on from the same recording, which stops only when both are paused."""
+    esl.subscribe("DTMF")
+    uuid = bridged_call(esl, extra=",STREAM_SEND_DTMF=true")  # recorded: auto
+    assert daemon.execute(f"{uuid}@x start {peer.url('/x')} mono 8k") == OK
+    assert daemon.execute(f"{uuid}@y start {peer.url('/y')} mono 16k") == OK
+    x, y = peer.wait_connection(1), peer.wait_connection(2)
+    assert wait_until(lambda: len(x.binary) > 5 and len(y.binary) > 5, 5)
+    assert esl.api(f"uuid_recv_dtmf {uuid} 42").startswith("+OK")
+    assert wait_until(lambda: len(keys(x)) == 2 and len(keys(y)) == 2, 3)
+    gevent.sleep(0.2)
+    assert keys(x) == keys(y) == ["4", "2"]  # once each, in order
+    recs = sim.channel(uuid).recordings
+    assert daemon.execute(f"{uuid}@x pause") == OK
+    n_x, n_y = len(x.binary), len(y.binary)
+    gevent.sleep(0.4)
+    assert len(x.binary) <= n_x + 1 and len(y.binary) > n_y + 15  # y goes on
+    assert len(recs) == 1  # the call's recording too
+    assert daemon.execute(f"{uuid}@y pause") == OK
+    assert wait_until(lambda: not recs, 3)  # every stream paused: the recording stops
+    assert daemon.execute(f"{uuid}@x resume") == OK
+    assert len(recs) == 1  # made again for x
+    n_x, n_y = len(x.binary), len(y.binary)
+    assert wait_until(lambda: len(x.binary) > n_x + 15, 3)
+    assert len(y.binary) <= n_y + 1  # y is still paused
+    assert amp(b"".join(x.binary[-10:]), 440) == pytest.approx(8000, rel=0.1)
+    assert daemon.execute(f"{uuid}@y resume") == OK
+    assert wait_until(lambda: len(y.binary) > n_y + 15, 3) and len(recs) == 1
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: not daemon.streams and not recs, 3)
+
+
+def test_taps_are_made_again_for_a_stereo_stream_and_for_a_tap_killed(esl, daemon, sim, peer):
+    """A call tapped for a mono stream gets both taps when a stereo stream joins (the read tap
+    alone goes); a tap killed by someone is made again for both streams."""
+    uuid = bridged_call(esl, extra=",STREAM_SOURCE=taps")
+    assert daemon.execute(f"{uuid}@m start {peer.url('/m')} mono 8k") == OK
+    m = peer.wait_connection(1)
+    assert wait_until(lambda: len(m.binary) > 10, 5)
+    assert len(daemon.calls.tap_owners) == 1
+    assert daemon.execute(f"{uuid}@s start {peer.url('/s')} stereo 8k") == OK
+    s = peer.wait_connection(2)
+    assert wait_until(lambda: len(s.binary) > 10, 5)
+    audio = daemon.streams.audio[uuid]
+    assert audio.remade == 1 and len(daemon.calls.tap_owners) == 2
+    assert set(daemon.calls.tap_owners.values()) == {audio}
+    assert wait_until(lambda: len(sim.channel(uuid).taps) == 2, 3)  # the old read tap went
+    left, right = split(b"".join(s.binary[-10:]))
+    assert amp(left, 440) == pytest.approx(8000, rel=0.1)
+    assert amp(right, 1000) == pytest.approx(8000, rel=0.1)
+    tap = next(iter(daemon.calls.tap_owners))
+    esl.api(f"uuid_kill {tap}")
+    assert wait_until(lambda: audio.source.reopens == 1, 5)
+    n_m, n_s = len(m.binary), len(s.binary)
+    assert wait_until(lambda: len(m.binary) > n_m + 15 and len(s.binary) > n_s + 15, 5)
+    assert amp(b"".join(m.binary[-10:]), 440) == pytest.approx(8000, rel=0.1)
+    esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: not daemon.streams and not daemon.calls.tap_owners, 3)
+    assert wait_until(lambda: int(esl.api("show channels count").split()[0]) == 0, 3)
