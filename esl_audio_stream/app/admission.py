@@ -19,6 +19,7 @@ from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
 from .settings import SettingsError, StreamSettings, settings_from_variables, variables_from_dump
+from .start_message import encoding, start_message
 
 if TYPE_CHECKING:
     from ..esl.connection import ESLConnection
@@ -52,7 +53,8 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
         except SettingsError as exc:
             _forget_call(d, uuid, name)
             raise CommandError(str(exc)) from None
-        stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record)
+        stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record,
+                        start_text=_start_text(channel, cmd, settings, record))
         d.streams.add(stream)
         if made is not None:
             made(stream)
@@ -73,6 +75,17 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
         return stream
     finally:
         d.streams.release(uuid, name)
+
+
+def _start_text(channel: Mapping[str, str], cmd: Start, settings: StreamSettings,
+                record: StreamRecord | None) -> str | None:
+    """The start message, when STREAM_START_MESSAGE asks for it (app/start_message.py)."""
+    if not settings.start_message:
+        return None
+    protocol = record.protocol if record is not None else cmd.protocol or settings.protocol
+    return start_message(channel, uuid=cmd.uuid, name=cmd.name, mix=cmd.mix, rate=cmd.rate,
+                         encoding=encoding(protocol, settings.audio_encoding),
+                         variables=settings.start_variables)
 
 
 def _forget_call(d: Admitting, uuid: str, name: str) -> None:

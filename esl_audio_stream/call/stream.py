@@ -52,7 +52,7 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def __init__(self, host: StreamHost, cmd: Start, channel_rate: int,
                  settings: StreamSettings | None = None,
-                 resumed: StreamRecord | None = None) -> None:
+                 resumed: StreamRecord | None = None, start_text: str | None = None) -> None:
         self.host = host
         self.uuid = cmd.uuid
         self.name = cmd.name  # on its call ("": the unnamed one; mod_audio_fork's bugname)
@@ -60,6 +60,7 @@ class Stream(StreamReadings, EndpointAnswers):
         self.mix = cmd.mix
         self.rate = cmd.rate
         self.metadata = cmd.metadata
+        self.start_text = start_text  # the call's facts, first on every connection (opt-in)
         #: The daemon's configuration when the stream started: a reload (SIGHUP) is for new streams.
         self.config = host.config
         self.settings = settings or self.config.stream_defaults
@@ -171,7 +172,7 @@ class Stream(StreamReadings, EndpointAnswers):
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
             on_binary=self._on_binary, on_gone=self._on_gone, metadata=self.metadata,
-            greeting=protocol.greeting, audio_as_text=protocol.audio_as_text,
+            greeting=self._greeting, audio_as_text=protocol.audio_as_text,
             reconnect=st.reconnect,
             backlog_bytes=int(cfg.reconnect_buffer_seconds * protocol.wire_bytes_per_second),
             headers=st.extra_headers, deflate=st.deflate, heartbeat=st.heartbeat,
@@ -182,6 +183,11 @@ class Stream(StreamReadings, EndpointAnswers):
             link.send_text(text)
         self._pending_texts.clear()
         return link
+
+    def _greeting(self) -> list[str]:
+        """What opens every connection: the start message (if asked), then the protocol's."""
+        said = self.protocol.greeting()
+        return [self.start_text, *said] if self.start_text is not None else said
 
     def _connect(self, link: Link) -> None:
         """The first connection; raises CommandError (everything released) when it fails or
