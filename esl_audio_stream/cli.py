@@ -284,7 +284,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
-                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding)
+                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
+                     streams_per_call=ns.streams_per_call)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default="mod_audio_stream", help="twilio: give --rate 8000")
     bench.add_argument("--encoding", choices=("l16", "pcmu", "pcma"), default="l16",
                        help="mod_audio_stream's audio on the wire (G.711: --rate 8000)")
+    bench.add_argument("--streams-per-call", type=int, default=1, metavar="K",
+                       help="K streams on each call, fed from its one source (the cost of "
+                       "the 2nd and 3rd beside the first)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)
