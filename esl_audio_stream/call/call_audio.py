@@ -334,9 +334,9 @@ class CallAudio:
             if self._owner is share:
                 self._owner = None
                 self.fan.pace(None)
-            if self.shares:
-                if self.source is not None and not self.paused and all(
-                        s.paused for s in self.shares):
+            if self.shares:  # the others go on (a hand-over: each leaves the source as it is)
+                if (not hand_over and self.source is not None and not self.paused
+                        and all(s.paused for s in self.shares)):
                     self.paused = True
                     self.source.pause()
                 return
