@@ -214,6 +214,8 @@ def test_a_stereo_stream_joining_a_mono_recorded_call_gets_one_richer_recording(
     assert {(r["uuid"], r["name"], r["mix"]) for r in rows} == {(uuid, "mono", "mono"),
                                                               (uuid, "rec", "stereo")}
     assert all(r["level_db"] > -30 for r in rows)  # each its own meter
+    table = status.format_table(rows)
+    assert f"{uuid}@mono " in table and f"{uuid}@rec " in table  # `status`: a line each
     assert daemon.execute(f"{uuid}@rec stop") == OK
     mark = len(m.binary)
     assert wait_until(lambda: len(m.binary) > mark + 15, 3)

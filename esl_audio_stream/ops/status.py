@@ -97,7 +97,8 @@ def format_table(table: Sequence[Mapping[str, Any]], columns: Sequence[str] = CO
     """A plain-text table, columns aligned; numbers to the right."""
     if not table:
         return "no live streams\n"
-    cells = [[_cell(r.get(c, "")) for c in columns] for r in table]
+    cells = [[_key(r) if c == "uuid" and r.get("name") else _cell(r.get(c, ""))
+              for c in columns] for r in table]  # a named stream: uuid@name
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
     numeric = [all(isinstance(r.get(c), int | float) for r in table) for c in columns]
 
