@@ -159,10 +159,16 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     latencies: list[float] = []
     late = 0
     skipped = {r["uuid"]: r.get("tap_frames_skipped", 0) for r in rows}
+    # a stream that joined its call's running source missed the frames before it: as many as
+    # the call's first stream had by then (their counts were read at the same moment)
+    first = {r["uuid"]: r["frames_in"] for r in rows if r["name"] in ("", "s0")}
+    joined = {(r["uuid"], r["name"]): first.get(r["uuid"], 0) - r["frames_in"] for r in rows}
     for path, times in received.items():
-        uuid = path.split("/")[2]  # /bench/<uuid>/<k>
+        _, _, uuid, k = path.split("/")  # /bench/<uuid>/<k>
         # frames a tap sent before the daemon lined the taps up were never streamed
-        for s, r in zip(sent.get(uuid, [])[skipped.get(uuid, 0):], times, strict=False):
+        late_by = joined.get((uuid, f"s{k}"), 0) if k_streams > 1 else 0
+        start = skipped.get(uuid, 0) + max(0, late_by)
+        for s, r in zip(sent.get(uuid, [])[start:], times, strict=False):
             if t1 <= s <= t2:
                 latencies.append((r - s) * 1000)
     late = sum(1 for x in latencies if x > 20)
