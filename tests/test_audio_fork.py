@@ -310,7 +310,7 @@ def test_a_pause_right_after_the_start_is_kept(esl, daemon, fpeer):
     esl.api(f"uuid_kill {uuid}")
 
 
-def test_answers_and_one_stream_per_call(esl, daemon, fpeer, peer):
+def test_answers_and_streams_beside_a_bug(esl, daemon, fpeer, peer):
     uuid = call(esl, "3000")
     assert fork(daemon, "") == fork(daemon, uuid) == fork(daemon, f"{uuid} start") == fc.USAGE
     assert fork(daemon, f"{uuid} start {fpeer.url()} quad 8k") == ""  # the C code writes nothing
@@ -321,29 +321,31 @@ def test_answers_and_one_stream_per_call(esl, daemon, fpeer, peer):
     assert fork(daemon, f"{uuid}-nope start {fpeer.url()} mono 8k") == fc.ERR  # no such call
     start(daemon, fpeer, uuid, "mono 8k")
     assert fork(daemon, f"{uuid} start {fpeer.url()} mono 8k") == fc.ERR  # bug already attached
-    other = fork(daemon, f"{uuid} start {fpeer.url()} mono 8k second")
-    assert other.startswith("-ERR several streams per call are not supported yet")
-    assert daemon.execute(f"{uuid} start {peer.url()} mono 8k").startswith("-ERR an audio stream")
     assert daemon.execute(f"{uuid} stop") == f"-ERR no audio stream on {uuid}\n"
     assert daemon.execute(f"{uuid} stop", "bogus").startswith("-ERR unknown API")
-    assert fork(daemon, f"{uuid} stop") == fc.OK
-    # and the other way round: a uuid_audio_stream stream is no bug of mod_audio_fork's
+    # several streams on one call: another bug, and a uuid_audio_stream stream beside them
+    start(daemon, fpeer, uuid, "mono 8k second")
     assert daemon.execute(f"{uuid} start {peer.url()} mono 8k") == "+OK Success\n"
+    assert daemon.execute(f"{uuid}@second start {peer.url()} mono 8k").startswith(
+        "-ERR an audio stream named second is already running")  # a name is one stream's
+    assert fork(daemon, f"{uuid} stop") == fc.OK
+    assert [s.name for s in daemon.streams.of(uuid)] == ["second", ""]
+    # and the other way round: a uuid_audio_stream stream is no bug of mod_audio_fork's
     assert fork(daemon, f"{uuid} stop") == fc.ERR
-    assert fork(daemon, f"{uuid} start {fpeer.url()} mono 8k b3").startswith(
-        "-ERR several streams")
+    assert daemon.execute(f"{uuid}@b3 start {peer.url()} mono 8k") == "+OK Success\n"
+    assert fork(daemon, f"{uuid} start {fpeer.url()} mono 8k b3") == fc.ERR  # name taken
     esl.api(f"uuid_kill {uuid}")
 
 
-def test_two_starts_at_once_on_one_call_make_one_stream(esl, daemon, fpeer):
-    """The bug is taken before FreeSWITCH is asked about the call: a start that comes meanwhile
-    (another bugname, another transport) finds it."""
+def test_two_starts_at_once_of_one_bugname_make_one_stream(esl, daemon, fpeer):
+    """The bug is taken before FreeSWITCH is asked about the call: a start of its bugname
+    that comes meanwhile finds it."""
     uuid = call(esl, "3000")
     jobs = [gevent.spawn(fork, daemon, f"{uuid} start {fpeer.url()} mono 8k {name}")
-            for name in ("one", "two")]
+            for name in ("one", "one")]
     gevent.joinall(jobs, timeout=10)
     answers = sorted(job.value for job in jobs)
-    assert answers[0].startswith("+OK") and answers[1].startswith("-ERR several streams")
+    assert answers[0].startswith("+OK") and answers[1] == fc.ERR
     fpeer.wait_connection(1)
     gevent.sleep(0.3)
     assert len(fpeer.connections) == 1

@@ -19,19 +19,20 @@ from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
 from .settings import SettingsError, StreamSettings, settings_from_variables, variables_from_dump
+from .start_message import encoding, start_message
 
 if TYPE_CHECKING:
     from ..esl.connection import ESLConnection
     from .calls import Calls
     from .config import DaemonConfig
+    from .registry import Streams
     from .resume import StreamRecord
 
 
 class Admitting(StreamHost, Protocol):
     """What admission needs of the daemon: a stream's host, the registry and the tracked calls."""
 
-    streams: dict[str, Stream]
-    starting: set[str]
+    streams: Streams
     calls: Calls
 
 log = logging.getLogger(__name__)
@@ -41,18 +42,20 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
           made: Callable[[Stream], object] | None = None) -> Stream:
     """Start a stream for `cmd` (or carry on the one `record` says); raises CommandError.
     `made`: told of the stream as soon as it is registered (before it connects)."""
-    uuid = cmd.uuid
-    d.starting.add(uuid)
+    uuid, name = cmd.uuid, cmd.name
+    d.streams.reserve(uuid, name)
     try:
         channel = channel_info(d.esl, uuid)
-        track = d.calls.track(uuid, initial_state(channel))
+        # the call's track: its other streams' (their events have told more), else a new one
+        track = d.calls.get(uuid) or d.calls.track(uuid, initial_state(channel))
         try:
             settings = stream_settings(d.config, channel, cmd, record)
         except SettingsError as exc:
-            d.calls.forget(uuid)
+            _forget_call(d, uuid, name)
             raise CommandError(str(exc)) from None
-        stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record)
-        d.streams[uuid] = stream
+        stream = Stream(d, cmd, int(channel.get("variable_read_rate") or 0), settings, record,
+                        start_text=_start_text(channel, cmd, settings, record))
+        d.streams.add(stream)
         if made is not None:
             made(stream)
         try:
@@ -61,9 +64,8 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
             else:
                 stream.carry_on()
         except BaseException:
-            if d.streams.get(uuid) is stream:
-                del d.streams[uuid]
-            d.calls.forget(uuid)
+            d.streams.remove(stream)
+            _forget_call(d, uuid, name)
             raise
         d.counters.started += 1
         if track.state in (events.CallState.HUNGUP, events.CallState.GONE):
@@ -72,7 +74,25 @@ def admit(d: Admitting, cmd: Start, record: StreamRecord | None = None,
             log.info("%s: streaming to %s (%s, %d Hz)", uuid, cmd.url, cmd.mix, cmd.rate)
         return stream
     finally:
-        d.starting.discard(uuid)
+        d.streams.release(uuid, name)
+
+
+def _start_text(channel: Mapping[str, str], cmd: Start, settings: StreamSettings,
+                record: StreamRecord | None) -> str | None:
+    """The start message, when STREAM_START_MESSAGE asks for it (app/start_message.py)."""
+    if not settings.start_message:
+        return None
+    protocol = record.protocol if record is not None else cmd.protocol or settings.protocol
+    return start_message(channel, uuid=cmd.uuid, name=cmd.name, mix=cmd.mix, rate=cmd.rate,
+                         encoding=encoding(protocol, settings.audio_encoding),
+                         variables=settings.start_variables)
+
+
+def _forget_call(d: Admitting, uuid: str, name: str) -> None:
+    """A stream that did not start: its call is no longer tracked unless another stream of
+    it runs or is being admitted."""
+    if not d.streams.of(uuid) and not any(u == uuid and n != name for u, n in d.streams.starting):
+        d.calls.forget(uuid)
 
 
 def stream_settings(config: DaemonConfig, channel: Mapping[str, str], cmd: Start,

@@ -3,6 +3,11 @@
 Operators script against the exact words (`start`, `stop`, `+OK Success`, `-USAGE: ...`), so the
 grammar is kept here, pure, and every transport (control endpoint, CUSTOM events, the CLI) parses
 the same argument string through `parse_command`.
+
+One extension, for several streams on one call: the first word may be `<uuid>@<name>`, naming
+the stream every verb is about (`abc@asr start ...`, `abc@asr stop`). `@` is in no uuid this
+grammar takes, so nothing mod_audio_stream accepts changes meaning; without a name a command is
+about the call's unnamed stream, as with mod_audio_stream.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ MIX_TYPES = ("mono", "mixed", "stereo")
 MIN_RATE, MAX_RATE = 8000, 48000
 
 _UUID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:-]{0,127}$")
+#: A stream's name (after the uuid's `@`; mod_audio_fork's bugnames are held to it too where
+#: they name a stream in events and records): a word of a few safe characters.
+NAME_RE = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
 
 
 class CommandError(Exception):
@@ -45,28 +53,34 @@ class Start:
     #: STREAM_PROTOCOL's; and its own start options, in the shape its record keeps them.
     protocol: str | None = None
     options: dict | None = None
+    #: The stream's name on its call ("": the unnamed one; uuid_audio_fork: the bugname).
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Stop:
     uuid: str
     text: str | None
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SendText:
     uuid: str
     text: str
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Pause:
     uuid: str
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Resume:
     uuid: str
+    name: str = ""
 
 
 Command = Start | Stop | SendText | Pause | Resume
@@ -129,8 +143,11 @@ def parse_command(args: str | bytes) -> Command:
         raise CommandError("", usage=True)
     uuid, verb = words[0], words[1].lower()
     rest = words[2] if len(words) > 2 else ""
+    uuid, at, name = uuid.partition("@")
     if not _UUID_RE.match(uuid):
         raise CommandError(f"invalid uuid: {uuid!r}")
+    if at and not NAME_RE.match(name):
+        raise CommandError(f"invalid stream name: {name!r} (1-64 of A-Z a-z 0-9 _ . -)")
     if verb == "start":
         parts = rest.split(None, 3)
         if len(parts) < 2:
@@ -144,15 +161,15 @@ def parse_command(args: str | bytes) -> Command:
         if not MIN_RATE <= rate <= MAX_RATE:
             raise CommandError(
                 f"invalid sample rate: {rate} (8k, 16k, or {MIN_RATE}-{MAX_RATE} Hz)")
-        return Start(uuid, url, mix, rate, metadata)
+        return Start(uuid, url, mix, rate, metadata, name=name)
     if verb == "stop":
-        return Stop(uuid, _check_text(rest, "stop text") if rest else None)
+        return Stop(uuid, _check_text(rest, "stop text") if rest else None, name)
     if verb == "send_text":
         if not rest:
             raise CommandError("send_text requires an argument specifying text to send")
-        return SendText(uuid, _check_text(rest, "text"))
+        return SendText(uuid, _check_text(rest, "text"), name)
     if verb == "pause":
-        return Pause(uuid)
+        return Pause(uuid, name)
     if verb == "resume":
-        return Resume(uuid)
+        return Resume(uuid, name)
     raise CommandError(f"unsupported mod_audio_stream cmd: {words[1]}")

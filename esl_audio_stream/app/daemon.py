@@ -20,6 +20,7 @@ import gevent.event
 from gevent.pool import Group
 from greenlet import greenlet as RawGreenlet
 
+from ..call.call_audio import CallAudio
 from ..call.stream import Stream
 from ..esl.connection import ESLConnection, ESLError
 from ..esl.protocol import Event
@@ -35,6 +36,7 @@ from .fork import ForkFront
 from .keeper import Keeper
 from .outbox import Fire, Kept, Outbox, Send, Wait
 from .reconcile import Reconciler, start_of
+from .registry import Streams
 from .resume import StreamRecord
 from .stats import Counters
 from .tls import ssl_context_for
@@ -82,8 +84,8 @@ class Daemon:
         self.esl.subscribe(*CHANNEL_EVENTS, "DTMF", *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
                            *audio_fork.SUBCLASSES, intake.REPLY_SUBCLASS)
         self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
-        self.streams: dict[str, Stream] = {}
-        self.starting: set[str] = set()
+        #: The streams, by call and name (app/registry.py); as a Mapping, each call's first.
+        self.streams = Streams()
         #: This daemon's name in FreeSWITCH: its streams' records carry it (app/resume.py).
         self.owner = cfg.owner or f"{socket.gethostname()}:{cfg.control_port}"
         self.keeper = Keeper(self.esl, self.owner, heartbeat=cfg.orphan_timeout / 3)
@@ -150,7 +152,7 @@ class Daemon:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every stream (close 1000, disconnect events), then the control endpoint and ESL."""
         self.closing = True
-        streams = list(self.streams.values())
+        streams = self.streams.all()
         for stream in streams:
             stream.stop_async("shutdown")
         with gevent.Timeout(timeout, False):
@@ -178,7 +180,7 @@ class Daemon:
         second. Returns how many were handed over."""
         self.closing = True
         self.keeper.beat()  # the next process is within orphan_timeout of now
-        streams = list(self.streams.values())
+        streams = self.streams.all()
         jobs = [gevent.spawn(stream.hand_over, timeout / 2) for stream in streams]
         gevent.joinall(jobs, timeout=timeout)
         if streams:
@@ -197,11 +199,12 @@ class Daemon:
         timeout = cfg.drain_timeout if timeout is None else timeout
         self.closing = True
         deadline = time.monotonic() + timeout
-        if self.streams or self.starting:
+        streams = self.streams
+        if streams or streams.starting:
             log.info("draining %d streams (up to %g s)",
-                     len(self.streams) + len(self.starting), timeout)
-        while self.streams or self.starting:
-            for stream in list(self.streams.values()):  # also those registered since
+                     streams.count + len(streams.starting), timeout)
+        while streams or streams.starting:
+            for stream in streams.all():  # also those registered since
                 stream.stop_async("shutdown", cfg.stop_text)
             left = deadline - time.monotonic()
             if left <= 0 or (hurry is not None and hurry.is_set()):
@@ -210,10 +213,10 @@ class Daemon:
                 hurry.wait(min(left, 0.05))
             else:
                 gevent.sleep(min(left, 0.05))
-        drained = not self.streams and not self.starting
+        drained = not streams and not streams.starting
         if not drained:
             log.warning("%d streams did not end within the drain time: stopping anyway",
-                        len(self.streams) + len(self.starting))
+                        streams.count + len(streams.starting))
         if then_stop:
             self.stop(timeout=0.1)
         return drained
@@ -248,9 +251,10 @@ class Daemon:
             if isinstance(cmd, commands.Start):
                 self._start(cmd)
             else:
-                stream = self.streams.get(cmd.uuid)
+                stream = self.streams.named(cmd.uuid, cmd.name)
                 if stream is None or stream.protocol.name == audio_fork.NAME:
-                    raise CommandError(f"no audio stream on {cmd.uuid}")
+                    named = f" {cmd.name}" if cmd.name else ""
+                    raise CommandError(f"no audio stream{named} on {cmd.uuid}")
                 if isinstance(cmd, commands.Stop):
                     stream.stop("command", cmd.text)
                 elif isinstance(cmd, commands.Pause):
@@ -269,8 +273,10 @@ class Daemon:
     def _start(self, cmd: commands.Start) -> None:
         if self.closing:
             raise CommandError("the daemon is shutting down")
-        if cmd.uuid in self.streams or cmd.uuid in self.starting:
-            raise CommandError(f"an audio stream is already running on {cmd.uuid}")
+        uuid, name = cmd.uuid, cmd.name
+        if self.streams.taken(uuid, name):  # another name: another stream on the call
+            named = f" named {name}" if name else ""
+            raise CommandError(f"an audio stream{named} is already running on {uuid}")
         admit(self, cmd)
 
     def carry_on(self, uuid: str, record: StreamRecord) -> None:
@@ -331,16 +337,20 @@ class Daemon:
         if sent:
             log.info("fired %d events kept while FreeSWITCH was not connected", sent)
 
-    def tap_opened(self, tap_uuid: str, stream: Stream) -> None:
-        self.calls.tap_opened(tap_uuid, stream)
+    def tap_opened(self, tap_uuid: str, owner: CallAudio) -> None:
+        self.calls.tap_opened(tap_uuid, owner)
 
     def tap_closed(self, tap_uuid: str) -> None:
         self.calls.tap_closed(tap_uuid)
 
+    def call_audio(self, uuid: str, kind: str, channel_rate: int) -> CallAudio:
+        return self.streams.shared(uuid, lambda: CallAudio(
+            self, uuid, kind, channel_rate, on_empty=self.streams.unshare))
+
     def stream_ended(self, stream: Stream) -> None:
-        if self.streams.get(stream.uuid) is stream:
-            del self.streams[stream.uuid]
-        self.calls.forget(stream.uuid)
+        self.streams.remove(stream)
+        if not self.streams.busy(stream.uuid):  # its call's last stream
+            self.calls.forget(stream.uuid)
         self.fork.stream_ended(stream)
         self.counters.add_ended(stream)
         log.info("%s: stream ended (%s): %d frames in, %d out, %d dropped", stream.uuid,
@@ -351,7 +361,9 @@ class Daemon:
     def _on_event(self, event: Event) -> None:
         name = event.name
         if name == "DTMF":
-            self.keys.route(event.headers, self.streams, self.calls.tap_owners, time.monotonic())
+            # to the call's CallAudio: each press once, to each of its streams
+            self.keys.route(event.headers, self.streams.audio, self.calls.tap_owners,
+                            time.monotonic())
             return
         if name == "CUSTOM" or (not name and event.subclass):
             seq = event.get(events.ROUTED_HEADER)
@@ -383,14 +395,13 @@ class Daemon:
                 if owner is not None:
                     owner.tap_gone(event.uuid)
             return
-        stream = self.streams.get(event.uuid)
-        if stream is None:
-            return
-        if track.state is events.CallState.HUNGUP or name == "CHANNEL_DESTROY":
-            stream.stop_async("hangup")
-        elif name in ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"):
-            stream.on_call_event(name, event.get("Application", ""),
-                                 event.get("Application-Data", ""))
+        ended = track.state is events.CallState.HUNGUP or name == "CHANNEL_DESTROY"
+        for stream in self.streams.of(event.uuid):
+            if ended:
+                stream.stop_async("hangup")
+            elif name in ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"):
+                stream.on_call_event(name, event.get("Application", ""),
+                                     event.get("Application-Data", ""))
 
     def _run_intake(self, found: intake.Intake, state: events.CallState) -> None:
         """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""

@@ -5,13 +5,14 @@ FreeSWITCH fires one `DTMF` event per digit on the channel that got it (facts fi
 `uuid_send_dtmf`, `UNKNOWN`; RTP and in-band detection on real calls). `DTMF-Duration` is in
 samples of the 8 kHz telephone-event clock (2000 = 250 ms), whatever the call's rate.
 
-Which stream a digit is for: the stream of the call that reported it, or, for a loopback tap
-channel, the stream the tap feeds (the digit belongs to the target call). A digit may be
-reported more than once for one press -- by the call and one of its taps, or by two detectors
-(RFC 2833 and in-band) -- so a digit equal to the last one, from another reporter, before the
-last one's duration has run out (plus a little), is the same press and is dropped. Presses
-from one reporter are never merged: `55` is two fives. Digits are passed on in the order the
-ESL connection delivers them, at once. Pure but for the stream it hands each digit to.
+Which listener a digit is for: the call that reported it, or, for a loopback tap channel, the
+call the tap feeds (the digit belongs to the target call) -- the daemon hands the router each
+call's `CallAudio` (call/call_audio.py), which passes the press on to each stream of the call.
+A digit may be reported more than once for one press -- by the call and one of its taps, or by
+two detectors (RFC 2833 and in-band) -- so a digit equal to the last one, from another reporter,
+before the last one's duration has run out (plus a little), is the same press and is dropped.
+Presses from one reporter are never merged: `55` is two fives. Digits are passed on in the
+order the ESL connection delivers them, at once. Pure but for the listener it hands each to.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ it at all. So the route is chosen from the call's state (`route_for`):
 - anything else (an application, bridged): no `Unique-ID`, which FreeSWITCH would swallow.
 
 Every event also carries `Audio-Stream-UUID: <call uuid>`, the one header that names the call in
-every state; subscribers that must see every event of a call filter on it.
+every state; subscribers that must see every event of a call filter on it. A named stream's
+events (one of several on a call: app/registry.py) carry `Stream-Name: <name>` too; an unnamed
+stream's (and a mod_audio_fork bug of the default bugname's) are exactly as they were.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ PLAY = "mod_audio_stream::play"
 
 #: Header naming the call in every event, whatever FreeSWITCH lets us put in Unique-ID.
 STREAM_UUID_HEADER = "Audio-Stream-UUID"
+#: Header naming the stream, on the events of a stream that has a name (see the docstring).
+STREAM_NAME_HEADER = "Stream-Name"
 #: On events routed through a parked channel: the daemon's number for it, so it can see the
 #: event come back and fire it again if the channel never does (a hang-up or a bridge first).
 ROUTED_HEADER = "Audio-Stream-Event"

@@ -9,8 +9,8 @@ its bugname is refused. Applications are written against exactly that, so a `Bug
 attachment, and its stream (call/stream.py, speaking protocols/audio_fork.py) is what it holds
 while there is one.
 
-One stream per call for now: a start on a call that streams already (by either API) is refused
-with a clear -ERR. Bugs are keyed by (uuid, bugname) so that several can share a call later.
+A call may carry several bugs, and uuid_audio_stream streams beside them (app/registry.py): a
+bug's stream is named by its bugname, which no other stream of the call may have meanwhile.
 """
 
 from __future__ import annotations
@@ -23,12 +23,19 @@ import gevent.event
 from gevent.pool import Group
 
 from ..call.state import LIVE
-from ..protocols.audio_fork import NAME, PLAY_VAR, AudioFork, ForkOptions, channel_variable
+from ..protocols.audio_fork import (
+    BUGNAME,
+    NAME,
+    PLAY_VAR,
+    AudioFork,
+    ForkOptions,
+    channel_variable,
+)
 from . import fork_commands as fc
 from .admission import Admitting, admit, channel_info, stream_settings
 from .calls import initial_state
 from .commands import CommandError, Start
-from .events import CallState
+from .events import STREAM_NAME_HEADER, CallState
 from .settings import SettingsError, parse_bool
 
 if TYPE_CHECKING:
@@ -113,37 +120,26 @@ class ForkFront:
             raise fc.Refused(fc.ERR, "the daemon is shutting down")
         if self.bug(uuid, cmd.bugname) is not None:
             raise fc.Refused(fc.ERR, f"bug {cmd.bugname} already attached")
-        running = self._running(uuid)
-        if running:
-            raise fc.Refused(f"-ERR several streams per call are not supported yet: {uuid} "
-                             f"already streams ({running})\n", "another stream on the call")
+        if d.streams.taken(uuid, cmd.bugname):  # a uuid_audio_stream stream of that name
+            raise fc.Refused(fc.ERR, f"a stream named {cmd.bugname} already runs on {uuid}")
         bug = Bug(uuid, cmd.bugname, CallState.GONE)
         self._keep(bug)  # taken now: asking FreeSWITCH below lets other commands in
-        d.starting.add(uuid)  # until admission has the stream registered
+        d.streams.reserve(uuid, cmd.bugname)  # until admission has the stream registered
         try:
             channel = channel_info(d.esl, uuid)
             options = ForkOptions(cmd.bugname, cmd.bidi_enabled, cmd.bidi_stream, cmd.bidi_rate,
                                   play_audio(channel, d.config))
             start = Start(uuid, cmd.url, cmd.mix, cmd.rate, cmd.metadata, protocol=NAME,
-                          options=options.as_extra())
+                          options=options.as_extra(), name=cmd.bugname)
             stream_settings(d.config, channel, start)  # refused now rather than after +OK
         except (CommandError, SettingsError) as exc:
             self._drop(bug)
-            d.starting.discard(uuid)
+            d.streams.release(uuid, cmd.bugname)
             bug.ended = True
             bug.made.set()
             raise fc.Refused(fc.ERR, str(exc)) from None
         bug.state = initial_state(channel)
         self._jobs.spawn(self._connect, bug, start)
-
-    def _running(self, uuid: str) -> str:
-        """What streams on the call now ('' when nothing does)."""
-        for bug in self.bugs.get(uuid, {}).values():
-            if not bug.ended:
-                return f"uuid_audio_fork bug {bug.bugname}"
-        if uuid in self.d.streams or uuid in self.d.starting:
-            return "uuid_audio_stream"
-        return ""
 
     def _connect(self, bug: Bug, start: Start) -> None:
         def made(stream: Stream) -> None:
@@ -161,7 +157,7 @@ class ForkFront:
             bug.stream, bug.ended = None, True
             return
         finally:
-            self.d.starting.discard(bug.uuid)
+            self.d.streams.release(bug.uuid, bug.bugname)
             bug.made.set()
         if bug.cancelled:  # stopped while its stream was being made
             stream.stop("command")
@@ -176,7 +172,9 @@ class ForkFront:
             ForkOptions(), metadata=None, rate=8000, channels=1)
         said = protocol.connect_failed(reason) if isinstance(protocol, AudioFork) else None
         if said is not None:
-            self.d.fire(bug.uuid, *said, state=bug.state)
+            named = bug.bugname != BUGNAME  # as its stream's events would say it
+            self.d.fire(bug.uuid, *said, state=bug.state,
+                        extra={STREAM_NAME_HEADER: bug.bugname} if named else None)
 
     # -- the commands on a bug ----------------------------------------------------------------
 

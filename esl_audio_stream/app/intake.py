@@ -51,7 +51,7 @@ def from_event(event: Event) -> Intake | None:
     if not args and event.body:  # the argument string may also come as the event's body
         args = event.body.decode("utf-8", "surrogateescape")
     args = args.strip()
-    uuid = args.split(" ", 1)[0] if args else event.uuid
+    uuid = args.split(" ", 1)[0].partition("@")[0] if args else event.uuid  # `<uuid>@<name>`
     api = (event.get(API_HEADER) or "").strip() or API
     return Intake(args, uuid, "event", event.get("Event-UUID", "") or "", api)
 

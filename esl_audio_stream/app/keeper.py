@@ -7,6 +7,12 @@ so a burst of changes costs one `uuid_setvar`; the pending records are bounded b
 streams. What a start writes and what a stop removes is written at once, in the caller's
 greenlet: a stream is carried on only if its record was there before `+OK`, and never after its
 stop began. While ESL is down, records wait and are written when it is back.
+
+The streams of one call share its one variable (app/resume.py `encode_all`), so the keeper
+holds the last record of each of its streams and writes them together: one stream's change or
+stop rewrites the call's variable with the others' records as they were. After a restart the
+records read back are held the same way (`records`) before any is carried on, so carrying on
+the first stream of a call never writes its others out of the variable.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from .resume import (
     RecordError,
     StreamRecord,
     alive_var,
-    decode,
+    decode_all,
+    encode_all,
     index_var,
     read_index,
 )
@@ -44,7 +51,9 @@ class Keeper:
         self.esl = esl
         self.owner = owner
         self.heartbeat = heartbeat  # seconds between two writes of the alive variable
-        self._pending: dict[str, StreamRecord] = {}
+        #: call uuid -> stream name -> its last record (what the call's variable says)
+        self._records: dict[str, dict[str, StreamRecord]] = {}
+        self._pending: dict[str, None] = {}  # calls whose variable waits to be written
         self._wake = gevent.event.Event()
         self._writer: gevent.Greenlet | None = None
         self._beater: gevent.Greenlet | None = None
@@ -64,17 +73,27 @@ class Keeper:
     # -- writing ----------------------------------------------------------------------------
 
     def save(self, uuid: str, record: StreamRecord, now: bool = False) -> bool:
-        """The call's record, written by the writer greenlet (or `now`, in this one: then
-        whether it was written)."""
+        """A stream's record (its call's variable, with its other streams'), written by the
+        writer greenlet (or `now`, in this one: then whether it was written)."""
+        self._records.setdefault(uuid, {})[record.name] = record
         if now:
             self._pending.pop(uuid, None)
-            return self._write(uuid, record)
-        self._pending[uuid] = record
+            return self._write(uuid)
+        self._pending[uuid] = None
         self._wake.set()
         return True
 
-    def drop(self, uuid: str) -> None:
-        """The stream ends for good: its record and its index entry go, now."""
+    def drop(self, uuid: str, name: str | None = None) -> None:
+        """The stream `name` ends for good (None: every stream of the call): its record goes
+        now; with the call's last, the variable and its index entry."""
+        records = self._records.get(uuid, {})
+        if name is not None:
+            records.pop(name, None)
+        if name is not None and records:  # the call's other streams go on
+            self._pending.pop(uuid, None)
+            self._write(uuid)
+            return
+        self._records.pop(uuid, None)
         self._pending.pop(uuid, None)
         try:
             self.esl.api(f"uuid_setvar {uuid} {STATE_VAR}")
@@ -93,12 +112,16 @@ class Keeper:
         with contextlib.suppress(ESLError):  # down: the next beat, or the scan, says it again
             self.esl.api(f"global_setvar {alive_var(self.owner)}={time.time():.3f}")
 
-    def _write(self, uuid: str, record: StreamRecord) -> bool:
+    def _write(self, uuid: str) -> bool:
+        records = list(self._records.get(uuid, {}).values())
+        if not records:
+            return True
         try:
-            answer = self.esl.api(f"uuid_setvar {uuid} {STATE_VAR} {record.encode()}")
+            answer = self.esl.api(f"uuid_setvar {uuid} {STATE_VAR} {encode_all(records)}")
             if not answer.startswith("+OK"):
                 return False  # the call is gone: nothing to carry on
-            self.esl.api(f"global_setvar {index_var(self.owner, uuid)}={record.started:.3f}")
+            started = min(record.started for record in records)
+            self.esl.api(f"global_setvar {index_var(self.owner, uuid)}={started:.3f}")
         except ESLError as exc:
             self.failed += 1
             log.warning("%s: could not write the stream's record: %s", uuid, exc)
@@ -115,9 +138,9 @@ class Keeper:
                     gevent.sleep(0.5)  # kept until FreeSWITCH is back
                     continue
                 uuid = next(iter(self._pending))
-                record = self._pending.pop(uuid)
-                if not self._write(uuid, record) and self.esl.connected is False:
-                    self._pending.setdefault(uuid, record)
+                del self._pending[uuid]
+                if not self._write(uuid) and self.esl.connected is False:
+                    self._pending.setdefault(uuid, None)
 
     def _beat_loop(self) -> None:
         while True:
@@ -131,13 +154,18 @@ class Keeper:
         """This owner's streams, its last heartbeat and FreeSWITCH's core UUID: one command."""
         return read_index(self.esl.api("global_getvar"), self.owner)
 
-    def record(self, uuid: str) -> StreamRecord | None:
-        """The call's record; None when the call is gone (or carries none, or a broken one)."""
+    def records(self, uuid: str) -> list[StreamRecord] | None:
+        """The records of the call's streams, held from now on as the call's (see the module
+        docstring); None when the call is gone (or carries none, or a broken one)."""
         value = self.esl.api(f"uuid_getvar {uuid} {STATE_VAR}").strip()
         if not value or value == "_undef_" or value.startswith("-ERR"):
             return None
         try:
-            return decode(value)
+            records = decode_all(value)
         except RecordError as exc:
-            log.error("%s: its stream record is unreadable (%s): not carried on", uuid, exc)
+            log.error("%s: its stream records are unreadable (%s): not carried on", uuid, exc)
             return None
+        held = self._records.setdefault(uuid, {})
+        for record in records:
+            held.setdefault(record.name, record)
+        return records

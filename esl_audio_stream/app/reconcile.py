@@ -27,14 +27,14 @@ from ..media.files import CallFiles, clean_base
 from . import events
 from .calls import initial_state
 from .commands import CommandError, Start
-from .resume import StreamRecord
+from .resume import StreamRecord, default_name
 
 if TYPE_CHECKING:
-    from ..call.stream import Stream
     from ..esl.connection import ESLConnection
     from .calls import Calls
     from .config import DaemonConfig
     from .keeper import Keeper
+    from .registry import Streams
 
 
 class Reconciled(Protocol):
@@ -45,13 +45,13 @@ class Reconciled(Protocol):
     keeper: Keeper
     calls: Calls
     owner: str
-    streams: dict[str, Stream]
-    starting: set[str]
+    streams: Streams
     closing: bool
 
     def carry_on(self, uuid: str, record: StreamRecord) -> None: ...
     def channel_info_or_empty(self, uuid: str) -> dict[str, str]: ...
     def fire(self, uuid: str, subclass: str, body: str, *,
+             extra: dict[str, str] | None = None,
              state: events.CallState | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
@@ -74,35 +74,36 @@ class Reconciler:
             return
         if self.core_uuid and index.core_uuid and index.core_uuid != self.core_uuid:
             log.warning("FreeSWITCH restarted (core %s, was %s): its calls are gone; ending "
-                        "%d streams", index.core_uuid, self.core_uuid, len(d.streams))
-            for uuid, stream in list(d.streams.items()):
-                d.calls.gone(uuid)
+                        "%d streams", index.core_uuid, self.core_uuid, d.streams.count)
+            for stream in d.streams.all():
+                d.calls.gone(stream.uuid)
                 stream.stop_async("hangup")
         self.core_uuid = index.core_uuid or self.core_uuid
         self._check_registry()
         away = time.time() - index.alive if index.alive is not None else float("inf")
         d.keeper.beat()
         for uuid in index.uuids:
-            if uuid in d.streams or uuid in d.starting or d.closing:
+            if d.streams.busy(uuid) or d.closing:
                 continue
             try:
-                record = d.keeper.record(uuid)
+                records = d.keeper.records(uuid)
             except ESLError as exc:
                 log.warning("%s: could not read its stream record: %s", uuid, exc)
                 continue
-            if record is None:
+            if records is None:
                 self._forget(uuid, away)
-            elif record.owner != d.owner:
+            elif any(record.owner != d.owner for record in records):
                 log.warning("%s: listed for %s but its record names %s: left alone", uuid,
-                            d.owner, record.owner)
+                            d.owner, records[0].owner)
             elif away > d.config.orphan_timeout:
-                self._end_orphan(uuid, record, away)
+                self._end_orphan(uuid, records, away)
             else:
-                self._carry_on(uuid, record)
+                for record in records:  # the first adopts the call's source, the others join
+                    self._carry_on(uuid, record)
         # what no stream claims: left by a process that died (start-up spares FIFOs for us);
         # a recording still going into such a FIFO is stopped (a process killed in the middle
         # of a stop), or FreeSWITCH would record into the void until the call ends
-        clean_base(d.config.files_dir, keep=set(d.streams) | d.starting,
+        clean_base(d.config.files_dir, keep=set(d.streams) | d.streams.starting_calls(),
                    on_fifo=self._stop_recording)
 
     def _stop_recording(self, uuid: str, fifo: str) -> None:
@@ -115,14 +116,15 @@ class Reconciler:
     def _check_registry(self) -> None:
         """Streams whose calls went away while we could not hear."""
         d = self.daemon
-        for uuid, stream in list(d.streams.items()):
+        for uuid in list(d.streams):
             try:
                 exists = d.esl.api(f"uuid_exists {uuid}").strip() == "true"
             except ESLError:
                 return
             if not exists:
                 d.calls.gone(uuid)
-                stream.stop_async("hangup")
+                for stream in d.streams.of(uuid):
+                    stream.stop_async("hangup")
 
     def _carry_on(self, uuid: str, record: StreamRecord) -> None:
         d = self.daemon
@@ -130,7 +132,7 @@ class Reconciler:
             d.carry_on(uuid, record)
         except CommandError as exc:
             log.error("%s: could not carry the stream on: %s", uuid, exc.answer.strip())
-            d.keeper.drop(uuid)
+            d.keeper.drop(uuid, record.name)
             return
         self.carried_on += 1
         log.info("%s: carried on from the previous process (%s to %s)", uuid, record.source,
@@ -147,12 +149,14 @@ class Reconciler:
         self.forgotten += 1
         log.info("%s: its call ended while no daemon ran: forgotten", uuid)
 
-    def _end_orphan(self, uuid: str, record: StreamRecord, away: float) -> None:
+    def _end_orphan(self, uuid: str, records: list[StreamRecord], away: float) -> None:
         """Left without a daemon longer than orphan_timeout: FreeSWITCH is told to stop sending
         (the write-back thread ended, a parked call re-parked, taps killed, the recording
-        stopped), the record dropped, the disconnect event fired."""
+        stopped: once, the call's streams share them), the records dropped, each stream's
+        disconnect event fired."""
         d = self.daemon
         esl = d.esl
+        record = records[0]
         if record.fs_port:  # a zero-length datagram from anyone ends the write-back thread
             with contextlib.suppress(OSError), socket.socket(socket.AF_INET,
                                                              socket.SOCK_DGRAM) as s:
@@ -168,13 +172,22 @@ class Reconciler:
         d.keeper.drop(uuid)
         CallFiles(d.config.files_dir, uuid, d.config.files_group).remove_all()
         state = initial_state(d.channel_info_or_empty(uuid))
-        d.fire(uuid, events.DISCONNECT, events.disconnect_body(
-            1006, f"no daemon for {away:.0f} s (orphan_timeout {d.config.orphan_timeout:g} s): "
-            "the stream was ended"), state=state)
-        self.orphans_ended += 1
+        for record in records:
+            d.fire(uuid, events.DISCONNECT, events.disconnect_body(
+                1006, f"no daemon for {away:.0f} s (orphan_timeout "
+                f"{d.config.orphan_timeout:g} s): the stream was ended"), state=state,
+                extra=named(record))
+        self.orphans_ended += len(records)
         log.warning("%s: left without a daemon for %.0f s: stream ended", uuid, away)
+
+
+def named(record: StreamRecord) -> dict[str, str] | None:
+    """`Stream-Name`, as the stream's own events carried it (none for an unnamed stream)."""
+    if record.name == default_name(record.protocol):
+        return None
+    return {events.STREAM_NAME_HEADER: record.name}
 
 
 def start_of(uuid: str, record: StreamRecord) -> Start:
     """The start command the record stands for."""
-    return Start(uuid, record.url, record.mix, record.rate, record.metadata)
+    return Start(uuid, record.url, record.mix, record.rate, record.metadata, name=record.name)

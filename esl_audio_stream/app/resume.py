@@ -4,12 +4,14 @@ The daemon is a process of its own: it can die alone (a bug, the OOM killer, `ki
 redeploy) while every call goes on. So everything needed to carry on a stream lives in
 FreeSWITCH, not in the process:
 
-- on the channel, one variable (`STATE_VAR`): the stream's `StreamRecord` -- url, mix, rate,
-  metadata, protocol, source, the ports FreeSWITCH streams to and from, the tap channels, the
-  FIFO it records into, the owner, the marks the endpoint still waits for. STREAM_* variables
-  are not copied: they are on the channel already and are read again on resume. Encoded as
-  base64url of compact JSON, because FreeSWITCH's argument splitting eats quotes and
-  backslashes (switch_separate_string);
+- on the channel, one variable (`STATE_VAR`): each stream's `StreamRecord` -- name, url, mix,
+  rate, metadata, protocol, source, the ports FreeSWITCH streams to and from, the tap channels,
+  the FIFO it records into, the owner, the marks the endpoint still waits for. STREAM_*
+  variables are not copied: they are on the channel already and are read again on resume. A
+  record is base64url of compact JSON, because FreeSWITCH's argument splitting eats quotes and
+  backslashes (switch_separate_string); a call with several streams keeps their records joined
+  by `.` (in no base64url text), so a call with one stream keeps exactly one record, as before
+  calls could carry several, and such a value is read as it always was (`decode_all`);
 - among FreeSWITCH's global variables, one per stream (`index_var`: a daemon finds its streams
   with one `global_getvar`, not one command per channel) and one per owner (`alive_var`: when the
   owner last showed it was alive, so a stream left without a daemon for longer than the orphan
@@ -70,6 +72,11 @@ class StreamRecord:
     fifo: str = ""
     fifo_rate: int = 0
     extra: dict = field(default_factory=dict)  # room for what later protocols need
+    #: The stream's name on its call ("": the unnamed one; mod_audio_fork's: its bugname).
+    name: str = ""
+    #: What the call's source (shared by its streams) was made for: mono or stereo ("": the
+    #: stream's own mix, as before a call could carry several).
+    source_mix: str = ""
 
     def encode(self) -> str:
         data = asdict(self)
@@ -104,13 +111,38 @@ def decode(text: str) -> StreamRecord:
             marks=tuple(str(m) for m in data.get("marks", ())),
             started=float(data.get("started", 0.0)),
             fifo=str(data.get("fifo", "")), fifo_rate=int(data.get("fifo_rate", 0)),
-            extra=dict(data.get("extra") or {}))
+            extra=dict(data.get("extra") or {}), source_mix=str(data.get("source_mix", "")))
+        record = replace(record, name=str(data["name"]) if "name" in data else _name_of(record))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"stream record without a usable {exc}") from None
     if (record.mix not in ("mono", "mixed", "stereo")
             or record.source not in ("direct", "record", "taps")):
         raise RecordError("stream record with an unknown mix or source")
     return record
+
+
+def _name_of(record: StreamRecord) -> str:
+    """The name of a stream whose record predates names: mod_audio_fork's bugname, else ""."""
+    if record.protocol == "audio_fork":
+        return str(record.extra.get("bugname") or "audio_fork")
+    return ""
+
+
+def default_name(protocol: str) -> str:
+    """The name a stream of `protocol` has when its command names none: its events carry no
+    name then (mod_audio_fork's default bugname; "" for uuid_audio_stream's)."""
+    return "audio_fork" if protocol == "audio_fork" else ""
+
+
+def encode_all(records: list[StreamRecord] | tuple[StreamRecord, ...]) -> str:
+    """The records of one call's streams, as its state variable keeps them."""
+    return ".".join(record.encode() for record in records)
+
+
+def decode_all(text: str) -> list[StreamRecord]:
+    """Every record in a state variable's value (one, from a daemon before several streams per
+    call); RecordError when any is broken -- nothing is guessed."""
+    return [decode(part) for part in text.strip().split(".")]
 
 
 def index_var(owner: str, uuid: str) -> str:

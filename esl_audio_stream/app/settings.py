@@ -56,6 +56,8 @@ class StreamSettings:
     protocol: str = "mod_audio_stream"
     send_dtmf: bool = False
     audio_encoding: str = "l16"
+    start_message: bool = False  # the call's facts first on every connection (start_message.py)
+    start_variables: tuple[str, ...] = ()  # the channel variables it carries
 
 
 #: The STREAM_* names, in the order of mod_audio_stream's README table.
@@ -74,11 +76,13 @@ VARIABLES: tuple[str, ...] = (
     "STREAM_SOURCE",  # ours: where the audio comes from (the call itself, a recording, taps)
 )
 #: Ours, about what is said on the wire (protocols/): which protocol, the caller's keys in
-#: mod_audio_stream mode, L16 or G.711.
+#: mod_audio_stream mode, L16 or G.711, the call's facts first (app/start_message.py).
 WIRE_VARIABLES: tuple[str, ...] = (
     "STREAM_PROTOCOL",
     "STREAM_SEND_DTMF",
     "STREAM_AUDIO_ENCODING",
+    "STREAM_START_MESSAGE",
+    "STREAM_START_VARIABLES",
 )
 #: Every STREAM_* name a channel (or [stream_defaults]) may set.
 STREAM_VARIABLES = VARIABLES + WIRE_VARIABLES
@@ -348,6 +352,12 @@ def _merge(
         changes["send_dtmf"] = _bool_var("STREAM_SEND_DTMF", v["STREAM_SEND_DTMF"], warn)
     if "STREAM_AUDIO_ENCODING" in v:
         changes["audio_encoding"] = _choice(v, "STREAM_AUDIO_ENCODING", AUDIO_ENCODINGS)
+    if "STREAM_START_MESSAGE" in v:
+        changes["start_message"] = _bool_var("STREAM_START_MESSAGE", v["STREAM_START_MESSAGE"],
+                                             warn)
+    if "STREAM_START_VARIABLES" in v:  # a comma list of names; blanks around them dropped
+        changes["start_variables"] = tuple(
+            name for name in (n.strip() for n in v["STREAM_START_VARIABLES"].split(",")) if name)
     settings = replace(defaults, **changes)
     check_client_cert(settings)
     return settings

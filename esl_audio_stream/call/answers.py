@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..app import events
 from ..protocols.actions import Clear, Mark, Notify, Play, Refuse, Relay
 from .broadcast import BroadcastPlayer
+from .call_audio import PlaybackTaken
 from .player import DisplacePlayer, InjectPlayer, Player
 from .sources import SourceError
 from .state import LIVE
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ..app.settings import StreamSettings
     from ..protocols.actions import Action, Actions, WireProtocol
     from ..protocols.choose import Teller
+    from .call_audio import Share
     from .host import StreamHost
     from .link import Link
     from .pipeline import FramePipeline
@@ -50,7 +52,10 @@ class EndpointAnswers:
     playback: Playback | None
     _link: Link | None
     _source: Source | None
+    _share: Share | None
     _told: Teller | None
+    #: `Stream-Name` on every event of a named stream (None: unnamed, its events as they were)
+    _name_header: dict[str, str] | None
 
     def _save(self) -> None: ...
 
@@ -62,7 +67,7 @@ class EndpointAnswers:
             if said is None:
                 return
             subclass, body = said
-        self.host.fire(self.uuid, subclass, body)
+        self.host.fire(self.uuid, subclass, body, extra=self._name_header)
 
     def _on_text(self, text: str) -> None:
         self._carry_out_all(self.protocol.on_text(text))
@@ -118,13 +123,19 @@ class EndpointAnswers:
         if self.player is not None or self.lifecycle not in LIVE:
             return self.player
         rate = self.pipeline.channel_rate
-        if not rate or self._link is None or self._source is None:
+        share = self._share
+        if not rate or self._link is None or share is None or self._source is None:
             self._fire(events.ERROR, events.error_body(
                 events.WS_PROTOCOL, "audio from the endpoint before the call's rate is "
                 "known: dropped"))
             return None
         try:
-            playback = self._source.playback(self.settings.playback_mode)
+            playback = share.playback(self.settings.playback_mode)
+        except PlaybackTaken as exc:  # another stream of the call plays: told once
+            if not exc.again:
+                self._fire(events.ERROR, events.error_body(
+                    events.WS_PROTOCOL, f"{exc}; audio dropped"))
+            return None
         except SourceError as exc:
             self._fire(events.ERROR, events.error_body(
                 events.WS_PROTOCOL, f"{exc}; audio dropped"))
@@ -141,7 +152,5 @@ class EndpointAnswers:
             suppress_log=self.settings.suppress_log, marks_changed=self._save,
             marks_when_heard=self.protocol.marks_when_heard, **extra)
         self.playback = playback
-        self._source.attach(player)
-        if playback.paced_here:
-            self.pipeline.pace(player, playback.in_tap)
+        share.attach(player)  # and paced by the call's frames, where they pace it
         return player

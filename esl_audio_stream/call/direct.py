@@ -310,4 +310,9 @@ class WriteBackPort(CallUnicast):
 
     def __init__(self, env: SourceEnv, tick: Callable[[], None],
                  on_moved: Callable[[], None] = lambda: None) -> None:
-        super().__init__(env, lambda data: tick(), on_moved=on_moved)
+        self._tick = tick
+        super().__init__(env, lambda data: self._tick(), on_moved=on_moved)
+
+    def retarget(self, tick: Callable[[], None]) -> None:
+        """Tick another source's playback (a richer source of the call took this port over)."""
+        self._tick = tick

@@ -178,6 +178,18 @@ class RecordSource:
         if player is not None and player.playing:
             player.next_frame()
 
+    def give_write_back(self) -> WriteBackPort | None:
+        """The write-back port, for the richer source replacing this one (call/call_audio.py)."""
+        port, self._write_back = self._write_back, None
+        return port
+
+    def take_write_back(self, port: WriteBackPort) -> None:
+        """The write-back port of the source this one replaces: its frames tick this one's
+        playback from now on."""
+        port.retarget(self._tick)
+        self._write_back = port
+        self._paced_here = False
+
     # -- pause, resume, a recording ended ---------------------------------------------------
 
     def pause(self) -> None:

@@ -26,7 +26,6 @@ from ..app.resume import StreamRecord
 from ..app.settings import SettingsError, StreamSettings
 from ..app.stats import SAMPLE_MASK
 from ..app.tls import ssl_context_for
-from ..media.files import CallFiles
 from ..protocols import choose as protocols
 from ..ws.errors import WSError
 from . import source_choice
@@ -37,11 +36,11 @@ from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
 from .readings import StreamReadings
-from .source_choice import make_source
-from .sources import Playback, SourceEnv, SourceError
+from .sources import Playback, SourceError
 from .state import LIVE, StreamState, advance
 
 if TYPE_CHECKING:
+    from .call_audio import Share
     from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -54,13 +53,15 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def __init__(self, host: StreamHost, cmd: Start, channel_rate: int,
                  settings: StreamSettings | None = None,
-                 resumed: StreamRecord | None = None) -> None:
+                 resumed: StreamRecord | None = None, start_text: str | None = None) -> None:
         self.host = host
         self.uuid = cmd.uuid
+        self.name = cmd.name  # on its call ("": the unnamed one; mod_audio_fork's bugname)
         self.url = cmd.url
         self.mix = cmd.mix
         self.rate = cmd.rate
         self.metadata = cmd.metadata
+        self.start_text = start_text  # the call's facts, first on every connection (opt-in)
         #: The daemon's configuration when the stream started: a reload (SIGHUP) is for new streams.
         self.config = host.config
         self.settings = settings or self.config.stream_defaults
@@ -83,12 +84,15 @@ class Stream(StreamReadings, EndpointAnswers):
             max_audio_bytes=self.config.max_audio_bytes, started=self.started_epoch,
             resumed=resumed.extra if resumed is not None else cmd.options)
         self._told = protocols.teller(self.protocol)  # how its events are told (answers.py)
-        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py).
-        self.source = (resumed.source if resumed is not None
-                       else source_choice.choose(self.settings.source, self._parked()))
+        named = self.name != protocols.default_name(self.protocol)
+        self._name_header = {events.STREAM_NAME_HEADER: self.name} if named else None
+        #: Where the audio comes from: "direct", "record" or "taps" (see call/sources.py): the
+        #: call's source, shared by its streams (call/call_audio.py), whatever this one chose.
+        audio = host.call_audio(self.uuid, resumed.source if resumed is not None else
+                                source_choice.choose(self.settings.source, self._parked()),
+                                channel_rate)
+        self.source = audio.kind
         self.pipeline = self._make_pipeline(channel_rate)
-        self._source: Source | None = None
-        self._env: SourceEnv | None = None
         self._link: Link | None = None
         self.player: Player | None = None
         self.playback: Playback | None = None
@@ -96,6 +100,14 @@ class Stream(StreamReadings, EndpointAnswers):
         self._pending_texts: list[str] = []  # send_text before the WebSocket is open
         #: FreeSWITCH-side ports that gave no audio, so another was tried (someone held them)
         self.port_retries = 0
+        #: Its part of the call's audio (last: from here on only _release or hand_over end it).
+        self._share: Share | None = audio.share(self)
+
+    @property
+    def _source(self) -> Source | None:
+        """The call's source now (shared by its streams; made again when one needs more)."""
+        share = self._share
+        return share.source if share is not None else None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -104,7 +116,7 @@ class Stream(StreamReadings, EndpointAnswers):
         (with everything already released) when the stream cannot start."""
         link = self._prepare()
         try:
-            self._source.open()  # type: ignore[union-attr]  # taps first: before anything plays
+            self._share.open()  # type: ignore[union-attr]  # taps first: before anything plays
         except SourceError as exc:
             if self.source != "direct":
                 self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
@@ -113,7 +125,7 @@ class Stream(StreamReadings, EndpointAnswers):
         self._connect(link)
         self._fire(events.CONNECT, events.connect_body())
         try:
-            self._source.start()  # type: ignore[union-attr]
+            self._share.start()  # type: ignore[union-attr]
         except SourceError as exc:
             link.close(1000, "")
             self._fail()
@@ -133,7 +145,7 @@ class Stream(StreamReadings, EndpointAnswers):
         for name in record.marks:  # after the metadata, before any audio
             link.send_text(self.protocol.mark_reply(name, "cleared"))
         try:
-            self._source.adopt(record)  # type: ignore[union-attr]
+            self._share.adopt(record)  # type: ignore[union-attr]
         except SourceError as exc:
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             self._fail()
@@ -157,20 +169,11 @@ class Stream(StreamReadings, EndpointAnswers):
             self._fail()
             raise CommandError(str(exc)) from None
         pipeline = self.pipeline
-        self._env = env = SourceEnv(
-            uuid=self.uuid, esl=self.host.esl, ports=self.host.ports, media_host=cfg.media_host,
-            fs_media_host=cfg.fs_media_host, first_audio_timeout=cfg.first_audio_timeout,
-            esl_timeout=cfg.esl_timeout, fire=self._fire, parked=self._parked, gone=self._gone,
-            failed=self._audio_failed, tap_opened=lambda tap: self.host.tap_opened(tap, self),
-            tap_closed=self.host.tap_closed, retried=self._port_retried)
-        self._source = make_source(
-            self.source, env, pipeline, self.mix, on_moved=self._save,
-            files=lambda: CallFiles(cfg.files_dir, self.uuid, cfg.files_group))
         protocol = self.protocol
         self._link = link = Link(
             self.url, uuid=self.uuid, fire=self._fire, on_text=self._on_text,
             on_binary=self._on_binary, on_gone=self._on_gone, metadata=self.metadata,
-            greeting=protocol.greeting, audio_as_text=protocol.audio_as_text,
+            greeting=self._greeting, audio_as_text=protocol.audio_as_text,
             reconnect=st.reconnect,
             backlog_bytes=int(cfg.reconnect_buffer_seconds * protocol.wire_bytes_per_second),
             headers=st.extra_headers, deflate=st.deflate, heartbeat=st.heartbeat,
@@ -183,6 +186,11 @@ class Stream(StreamReadings, EndpointAnswers):
             link.send_text(text)
         self._pending_texts.clear()
         return link
+
+    def _greeting(self) -> list[str]:
+        """What opens every connection: the start message (if asked), then the protocol's."""
+        said = self.protocol.greeting()
+        return [self.start_text, *said] if self.start_text is not None else said
 
     def _connect(self, link: Link) -> None:
         """The first connection; raises CommandError (everything released) when it fails or
@@ -212,13 +220,14 @@ class Stream(StreamReadings, EndpointAnswers):
     def record(self) -> StreamRecord:
         """What a next daemon process needs to carry this stream on (app/resume.py)."""
         player = self.player
-        parts = self._source.describe() if self._source is not None else {}
+        parts = self._share.describe() if self._share is not None else {}
         return StreamRecord(
             owner=self.host.owner, url=self.url, mix=self.mix, rate=self.rate,
             metadata=self.metadata, source=self.source, protocol=self.protocol.name,
             paused=self.lifecycle is S.PAUSED,
             marks=tuple(player.pending_marks) if player is not None else (),
-            started=self.started_epoch, extra=self.protocol.record_extra(), **parts)
+            started=self.started_epoch, extra=self.protocol.record_extra(), name=self.name,
+            **parts)
 
     def _save(self) -> None:
         """Something the record says changed (ports, taps, pause, marks): written soon, in the
@@ -235,10 +244,6 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def _parked(self) -> bool:
         return self.host.call_state(self.uuid) is events.CallState.PARKED
-
-    def _gone(self) -> bool:
-        return self.host.call_state(self.uuid) in (events.CallState.HUNGUP,
-                                                   events.CallState.GONE)
 
     def _port_retried(self) -> None:
         self.port_retries += 1
@@ -272,7 +277,7 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def _pause_parts(self) -> None:
         self.pipeline.pause()
-        self._source.pause()  # type: ignore[union-attr]
+        self._share.pause()  # type: ignore[union-attr]  # the source, once every stream is
 
     def resume(self) -> None:
         """Audio restarts from the present moment: nothing held back is sent, and the resampler
@@ -284,7 +289,7 @@ class Stream(StreamReadings, EndpointAnswers):
         if self.lifecycle is not S.PAUSED:
             return
         try:
-            self._source.resume()  # type: ignore[union-attr]
+            self._share.resume()  # type: ignore[union-attr]
         except SourceError as exc:
             self._fire(events.ERROR, events.error_body(events.WS_PROTOCOL, str(exc)))
             raise CommandError(str(exc)) from None
@@ -304,10 +309,8 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def on_call_event(self, name: str, application: str, data: str) -> None:
         """A channel event of this call (the daemon passes the few that matter)."""
-        if name == "CHANNEL_PARK" and self._env is not None:
-            self._env.park_seen.set()
-        if self._source is not None:
-            self._source.on_call_event(name)
+        if self._share is not None:
+            self._share.on_call_event(name)
         if self.player is not None:
             self.player.on_call_event(name, application, data)
 
@@ -322,10 +325,6 @@ class Stream(StreamReadings, EndpointAnswers):
             self._pending_texts.append(text)
         else:
             link.send_text(text)
-
-    def tap_gone(self, tap_uuid: str) -> None:
-        if self._source is not None and self.lifecycle in LIVE:
-            self._source.tap_gone(tap_uuid)
 
     def _on_gone(self, code: int, reason: str) -> None:
         """The endpoint closed normally (or reconnection is off or gave up): the stream ends."""
@@ -358,10 +357,10 @@ class Stream(StreamReadings, EndpointAnswers):
             return
         self.lifecycle = advance(self.lifecycle, S.STOPPING)
         self.cause = cause
-        self.host.keeper.drop(self.uuid)  # first: a stop is never undone by a restart
+        self.host.keeper.drop(self.uuid, self.name)  # first: never undone by a restart
         try:
-            if self._source is not None:
-                self._source.stop_reading()
+            if self._share is not None:
+                self._share.stop_reading()
             link = self._link
             if self._peer_close is not None:  # the endpoint ended it
                 code, reason = self._peer_close
@@ -394,10 +393,10 @@ class Stream(StreamReadings, EndpointAnswers):
         record = self.record()
         self.lifecycle = advance(self.lifecycle, S.STOPPING)
         self.cause = "handover"
-        source, self._source = self._source, None
+        share, self._share = self._share, None
         try:
-            if source is not None:
-                source.stop_reading()
+            if share is not None:
+                share.stop_reading()
             self.host.keeper.save(self.uuid, record, now=True)
             link = self._link
             if link is not None and link.is_open:
@@ -406,8 +405,8 @@ class Stream(StreamReadings, EndpointAnswers):
         except Exception:
             log.exception("%s: error while handing over", self.uuid)
         finally:
-            if source is not None:
-                source.hand_over()
+            if share is not None:
+                share.hand_over()  # the call's source left to the next process with its last
             player, self.player = self.player, None
             if player is not None:
                 player.abandon()
@@ -423,10 +422,10 @@ class Stream(StreamReadings, EndpointAnswers):
         sending (a parked call that goes on is re-parked), taps killed, ports and sockets given
         back, the player's files removed, the resampler freed, the WebSocket gone."""
         hung_up = self.cause == "hangup"
-        source, self._source = self._source, None
-        if source is not None:
+        share, self._share = self._share, None
+        if share is not None:
             try:
-                source.close(hung_up)
+                share.close(hung_up)  # the call's source released with its last stream
             except Exception:
                 log.exception("%s: error while releasing the source", self.uuid)
         player, self.player = self.player, None

@@ -75,13 +75,17 @@ def run_sink(port_file: str, result_file: str, deflate: bool = False) -> int:
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
               protocol: str = "mod_audio_stream", encoding: str = "l16",
-              native: bool = True, deflate: bool = False) -> int:
+              native: bool = True, deflate: bool = False, streams_per_call: int = 1) -> int:
     """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
     the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
     taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
     by side. `protocol` twilio: Twilio Media Streams (µ-law in base64 JSON, 8 kHz only);
     `encoding`: mod_audio_stream's STREAM_AUDIO_ENCODING (l16, or G.711 at 8 kHz). `native`:
-    the daemon's [media] native; `deflate`: the sink accepts permessage-deflate."""
+    the daemon's [media] native; `deflate`: the sink accepts permessage-deflate.
+    `streams_per_call` K: K named streams on each call (`<uuid>@s<k>`), each to its own sink
+    path, all fed from the call's one source: what the 2nd and 3rd stream cost beside the
+    first."""
+    k_streams = max(1, streams_per_call)
     import gevent
 
     from ..esl.connection import ESLConnection
@@ -124,10 +128,13 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                              f"STREAM_AUDIO_ENCODING={encoding}}}loopback/1000/default &park()")
             uuids.append(answer.split()[1])
         failed = 0
+        names = [f"@s{k}" if k_streams > 1 else "" for k in range(k_streams)]
         for uuid in uuids:
-            url = f"ws://127.0.0.1:{sink_port}/bench/{uuid}"
-            answer = pool.apply(control_request, (control, f"{uuid} start {url} {mix} {rate}"))
-            failed += not answer.startswith("+OK")
+            for k, name in enumerate(names):
+                url = f"ws://127.0.0.1:{sink_port}/bench/{uuid}/{k}"
+                answer = pool.apply(control_request,
+                                    (control, f"{uuid}{name} start {url} {mix} {rate}"))
+                failed += not answer.startswith("+OK")
         gevent.sleep(1.0)  # settle
         (u1, s1), sim_cpu1, t1 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
         sink_cpu1 = _cpu_seconds(sink.pid)
@@ -138,7 +145,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         rows = json.loads(pool.apply(_get_streams, (control,)))
         senders = {u: _sender(sim, u) for u in uuids}  # a recording is gone once stopped
         for uuid in uuids:
-            pool.apply(control_request, (control, f"{uuid} stop"))
+            for name in names:
+                pool.apply(control_request, (control, f"{uuid}{name} stop"))
             esl.api(f"uuid_kill {uuid}")
         sent = {u: list(getattr(senders[u], "send_times", ()) or ()) for u in uuids}
     finally:
@@ -156,25 +164,35 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     latencies: list[float] = []
     late = 0
     skipped = {r["uuid"]: r.get("tap_frames_skipped", 0) for r in rows}
+    # a stream that joined its call's running source missed the frames before it: as many as
+    # the call's first stream had by then (their counts were read at the same moment)
+    first = {r["uuid"]: r["frames_in"] for r in rows if r["name"] in ("", "s0")}
+    joined = {(r["uuid"], r["name"]): first.get(r["uuid"], 0) - r["frames_in"] for r in rows}
     for path, times in received.items():
-        uuid = path.rsplit("/", 1)[-1]
+        _, _, uuid, k = path.split("/")  # /bench/<uuid>/<k>
         # frames a tap sent before the daemon lined the taps up were never streamed
-        for s, r in zip(sent.get(uuid, [])[skipped.get(uuid, 0):], times, strict=False):
+        late_by = joined.get((uuid, f"s{k}"), 0) if k_streams > 1 else 0
+        start = skipped.get(uuid, 0) + max(0, late_by)
+        for s, r in zip(sent.get(uuid, [])[start:], times, strict=False):
             if t1 <= s <= t2:
                 latencies.append((r - s) * 1000)
     late = sum(1 for x in latencies if x > 20)
     call_seconds = calls * (t2 - t1)
+    stream_seconds = call_seconds * k_streams
     cpu1, cpu2 = u1 + s1, u2 + s2
     frames_in = sum(r["frames_in"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
     wire = protocol if protocol == "twilio" else f"{protocol} {encoding}"
-    print(f"calls                     {calls} ({failed} failed to start), {channel_rate} Hz -> "
-          f"{rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s measured")
+    print(f"calls                     {calls} x {k_streams} streams ({failed} failed to start), "
+          f"{channel_rate} Hz -> {rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s "
+          "measured")
     print(f"paths                     native {'on' if native else 'off'}, permessage-deflate "
           f"negotiated on {deflated} of {calls} connections")
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
-          f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)")
+          f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)"
+          + (f"; per stream-second {1000 * (cpu2 - cpu1) / stream_seconds:.3f} ms"
+             if k_streams > 1 else ""))
     print(f"load generator CPU         simulator {100 * (sim_cpu2 - sim_cpu1) / (t2 - t1):.0f}%, "
           f"sink {100 * (sink_cpu2 - sink_cpu1) / (t2 - t1):.0f}% of one core (2 cores in all)")
     print(f"frames                    {frames_in} in, {dropped} dropped by the daemon, "
@@ -182,7 +200,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     print(f"latency datagram->message p50 {_percentile(latencies, 0.5):.2f} ms, "
           f"p99 {_percentile(latencies, 0.99):.2f} ms, max {max(latencies, default=0):.2f} ms")
     print(f"daemon RSS                {rss0 / 1024:.1f} MiB idle, {rss1 / 1024:.1f} MiB with "
-          f"{calls} calls: {(rss1 - rss0) / max(calls, 1):.1f} KiB per call")
+          f"{calls} calls: {(rss1 - rss0) / max(calls, 1):.1f} KiB per call"
+          + (f" ({(rss1 - rss0) / max(calls * k_streams, 1):.1f} KiB per stream)"
+             if k_streams > 1 else ""))
     return 0 if failed == 0 else 1
 
 

@@ -40,7 +40,7 @@ def run_scan(channels: int = 1000, streams: int | None = None) -> dict[str, floa
         index = keeper.index()
         listed = time.perf_counter() - t0
         t0 = time.perf_counter()
-        found = [keeper.record(uuid) for uuid in index.uuids]
+        found = [keeper.records(uuid) for uuid in index.uuids]
         read = time.perf_counter() - t0
         assert len(found) == streams and all(r is not None for r in found)
         result = {"channels": channels, "streams": streams, "write_all": write,

@@ -206,13 +206,13 @@ class ControlServer:
             args = environ["wsgi.input"].read(length)
             return _reply(start_response, "200 OK", self.daemon.execute(args, api))
         if path == DRAIN_PATH and method == "POST":
-            n = len(self.daemon.streams)
+            n = self.daemon.streams.count
             if self.daemon.drain(then_stop=False):
                 return _reply(start_response, "200 OK", f"+OK drained {n} streams\n")
-            return _reply(start_response, "200 OK", f"-ERR {len(self.daemon.streams)} streams "
+            return _reply(start_response, "200 OK", f"-ERR {self.daemon.streams.count} streams "
                           "did not end within drain_timeout\n")
         if path == "/streams" and method == "GET":
-            rows = status.rows(self.daemon.streams.values(), time.monotonic())
+            rows = status.rows(self.daemon.streams.all(), time.monotonic())
             return _reply(start_response, "200 OK", json.dumps(rows), "application/json")
         if path == "/" and method == "GET":
             return _reply(start_response, "303 See Other", "", extra=[("Location", PAGE_PATH)])
@@ -231,7 +231,7 @@ class ControlServer:
         self.feeds += 1
         try:
             while not self._closing:
-                rows = status.rows(daemon.streams.values(), time.monotonic(), level=True,
+                rows = status.rows(daemon.streams.all(), time.monotonic(), level=True,
                                    seen=seen)
                 ws.send(json.dumps({"esl": daemon.esl_connected, "streams": rows,
                                     "columns": status.COLUMNS}))

@@ -25,7 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 from ..app.stats import SAMPLE_EVERY, Counters
 
 if TYPE_CHECKING:
-    from ..call.stream import Stream
+    from ..app.registry import Streams
 
 PREFIX = "esl_audio_stream_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -35,7 +35,7 @@ class Observed(Protocol):
     """What the collector (and the status feed) read of the daemon."""
 
     @property
-    def streams(self) -> Mapping[str, Stream]: ...
+    def streams(self) -> Streams: ...
     @property
     def counters(self) -> Counters: ...
     @property
@@ -69,7 +69,7 @@ class DaemonCollector:
     def collect(self) -> Iterator[Metric]:
         d = self.daemon
         c: Counters = d.counters
-        streams = list(d.streams.values())
+        streams = d.streams.all()
         for name, value in d.resources().items():
             kind, doc = RESOURCES[name]
             yield (_gauge if kind == "gauge" else _counter)(name, doc, value)

@@ -36,10 +36,12 @@ def level_db(frame: bytes) -> float:
 
 def row(stream: Stream, now: float, *, level: bool = False,
         seen: dict[str, int] | None = None) -> dict[str, Any]:
-    """One stream's row. With `level`, its audio level now (`seen` maps uuid -> frames_in at
-    the previous look: a stream that received nothing since reads as silent)."""
+    """One stream's row. With `level`, its audio level now (`seen` maps the stream (uuid, or
+    uuid@name) -> frames_in at the previous look: one that received nothing since reads as
+    silent)."""
     r: dict[str, Any] = {
         "uuid": stream.uuid,
+        "name": stream.name,  # on its call ("": the unnamed one)
         "url": stream.url,
         "mix": stream.mix,
         "rate": stream.rate,
@@ -61,11 +63,12 @@ def row(stream: Stream, now: float, *, level: bool = False,
         "port_retries": stream.port_retries,
     }
     if level:
-        moved = seen is None or seen.get(stream.uuid) != stream.frames_in
+        key = _key(r)
+        moved = seen is None or seen.get(key) != stream.frames_in
         fresh = moved and r["state"] == "streaming"
         r["level_db"] = level_db(stream.last_frame) if fresh else FLOOR_DB
         if seen is not None:
-            seen[stream.uuid] = stream.frames_in
+            seen[key] = stream.frames_in
     return r
 
 
@@ -73,10 +76,15 @@ def rows(streams: Iterable[Stream], now: float, *, level: bool = False,
          seen: dict[str, int] | None = None) -> list[dict[str, Any]]:
     out = [row(s, now, level=level, seen=seen) for s in streams]
     if seen is not None:  # forget streams that are gone
-        live = {r["uuid"] for r in out}
+        live = {_key(r) for r in out}
         for uuid in [u for u in seen if u not in live]:
             del seen[uuid]
     return out
+
+
+def _key(r: Mapping[str, Any]) -> str:
+    """A stream among the streams of every call: its call, and its name there."""
+    return f"{r['uuid']}@{r['name']}" if r["name"] else r["uuid"]
 
 
 def _cell(value: Any) -> str:
@@ -89,7 +97,8 @@ def format_table(table: Sequence[Mapping[str, Any]], columns: Sequence[str] = CO
     """A plain-text table, columns aligned; numbers to the right."""
     if not table:
         return "no live streams\n"
-    cells = [[_cell(r.get(c, "")) for c in columns] for r in table]
+    cells = [[_key(r) if c == "uuid" and r.get("name") else _cell(r.get(c, ""))
+              for c in columns] for r in table]  # a named stream: uuid@name
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
     numeric = [all(isinstance(r.get(c), int | float) for r in table) for c in columns]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from ..app import resume
 from ..app.settings import SettingsError, StreamSettings
 from ..media.g711 import G711, G711_RATE
 from . import audio_fork
@@ -64,6 +65,12 @@ def fit(protocol: str, settings: StreamSettings, channel: Mapping[str, str],
     if protocol == audio_fork.NAME:
         return audio_fork.fit(settings, channel, fork_subprotocol)
     return settings
+
+
+def default_name(protocol: WireProtocol) -> str:
+    """The name a stream of this protocol has when its command gives none (mod_audio_fork's
+    bugname; "" for uuid_audio_stream's): its events then carry no name."""
+    return resume.default_name(protocol.name)
 
 
 Teller = Callable[[str, str, str], "tuple[str, str] | None"]
