@@ -173,3 +173,27 @@ class Encoded:
 
     def send(self, chunk: bytes) -> bool:
         return self.link.send(chunk[::2])
+
+
+@needs_native
+def test_a_second_stream_on_the_call_retires_the_pump_and_both_get_every_frame(esl, daemon,
+                                                                               peer):
+    """A pump carries the call's one stream; when another joins, the call's frames go through
+    the fan-out (Python) for both, and the first loses nothing at the hand-back."""
+    uuid = originate(esl)
+    first = start(daemon, peer, uuid, path="/first")
+    stream = daemon.streams[uuid]
+    pump = the_pump(daemon, uuid)
+    assert wait_until(lambda: pump.armed, 2)
+    assert daemon.execute(f"{uuid}@second start {peer.url('/second')} mono 16k") == \
+        "+OK Success\n"
+    second = peer.wait_connection(2)
+    assert not pump.armed and stream.pipeline.native is None  # retired, for good
+    assert wait_until(lambda: len(second.binary) >= 25, 3)
+    gevent.sleep(0.3)
+    assert not pump.armed and pump.arms == 1
+    assert daemon.execute(f"{uuid} stop") == "+OK Success\n"
+    assert wait_until(first.closed.is_set, 5)
+    assert len(first.binary) == stream.frames_out  # no frame lost or doubled at the hand-back
+    assert {len(m) for m in first.binary} == {640}
+    esl.api(f"uuid_kill {uuid}")

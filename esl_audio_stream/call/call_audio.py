@@ -34,6 +34,7 @@ import gevent.lock
 
 from ..app import events
 from ..media.files import CallFiles
+from .direct import DirectSource
 from .fanout import FanOut, Inlet
 from .record_source import RecordSource
 from .source_choice import make_source
@@ -76,6 +77,7 @@ class Member(Protocol):
     def _port_retried(self) -> None: ...
     def _save(self) -> None: ...
     def on_dtmf(self, digit: str, duration_ms: int) -> None: ...
+    def carry_natively(self, source: Source) -> None: ...
 
 
 class PlaybackTaken(SourceError):
@@ -126,6 +128,8 @@ class CallAudio:
     def share(self, member: Member) -> Share:
         """`member`'s part of the call's audio (it feeds nothing until the stream opens it)."""
         share = Share(self, member)
+        if self.shares and isinstance(self.source, DirectSource):
+            self.source.retire_native()  # a pump carries one stream only: the fan-out now
         self.shares.append(share)
         return share
 
@@ -172,6 +176,8 @@ class CallAudio:
         self.channels = channels
         self.fan.go_live(self._inlet)
         self.fan.add(share.member.pipeline)
+        if len(self.shares) == 1:  # the call's only stream: its steady state may go native
+            share.member.carry_natively(self.source)
 
     def open(self, share: Share) -> None:
         """`share`'s stream is about to connect: the call's source made (first stream), made

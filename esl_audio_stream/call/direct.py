@@ -199,13 +199,20 @@ class DirectSource:
         self._pump: Pump | None = None
         self._closed = False
 
-    def carry_natively(self, link: Link) -> None:
-        """A native pump may carry the stream's steady state (native/pump.py), where the
-        extension was built."""
-        pump = self._pump = carrier(self.pipeline, link)
+    def carry_natively(self, pipeline: FramePipeline, link: Link) -> None:
+        """A native pump may carry the steady state of the call's one stream (`pipeline`, the
+        one the fan-out feeds directly: native/pump.py), where the extension was built."""
+        pump = self._pump = carrier(pipeline, link)
         if pump is not None:
             self._unicast.make_reader = lambda sock, take, failed: PumpedReader(
                 sock, take, failed, pump)
+
+    def retire_native(self) -> None:
+        """Another stream joined the call: its frames go through the fan-out (Python) from
+        now on, for every stream of the call."""
+        pump = self._pump
+        if pump is not None:
+            pump.retire()
 
     def open(self) -> None:
         """A port now, before the WebSocket connects: a full pool is refused at once."""

@@ -180,12 +180,16 @@ class Stream(StreamReadings, EndpointAnswers):
             ssl_context=ssl_context, connect_timeout=cfg.ws_connect_timeout,
             close_timeout=cfg.ws_close_timeout)
         pipeline.out = self.protocol.audio_out(link)
-        if cfg.native and isinstance(self._source, DirectSource):
-            self._source.carry_natively(link)  # the steady state in C (native/pump.py)
         for text in self._pending_texts:  # send_text while connecting: after the metadata
             link.send_text(text)
         self._pending_texts.clear()
         return link
+
+    def carry_natively(self, source: Source) -> None:
+        """The call's source was just made for this stream alone: a native pump may carry its
+        steady state (native/pump.py) -- a direct source, and [media] native."""
+        if self.config.native and self._link is not None and isinstance(source, DirectSource):
+            source.carry_natively(self.pipeline, self._link)
 
     def _greeting(self) -> list[str]:
         """What opens every connection: the start message (if asked), then the protocol's."""

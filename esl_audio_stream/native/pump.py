@@ -249,6 +249,12 @@ class Pump:
         if self._reader is not None:
             self._reader.fail(exc)
 
+    def retire(self) -> None:
+        """Control back to the Python path for good while the socket is still read (the call
+        gained a second stream: the fan-out feeds both): the Python reader reads again."""
+        self._disarm(restart=True)
+        self.close()
+
     def close(self) -> None:
         """Everything back to the Python path, for good; the C state is freed."""
         self._disarm(restart=False)
