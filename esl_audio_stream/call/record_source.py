@@ -23,24 +23,25 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from .bug_playback import BugPlayback
 from .direct import WriteBackPort
 from .lease import LeaseError
 from .recording import Recording, RecordingError, generation, record_rate
-from .sources import Playback, SourceEnv, SourceError
+from .sources import SourceEnv, SourceError
 
 if TYPE_CHECKING:
     from ..app.resume import StreamRecord
     from ..media.files import CallFiles
     from .pipeline import FramePipeline
-    from .player import Player
 
 log = logging.getLogger(__name__)
 
 
-class RecordSource:
+class RecordSource(BugPlayback):
     """A recording of the call into a FIFO: the read side for mono, stereo otherwise."""
 
     kind = "record"
+    _moved_after_pause = True  # a new FIFO name when it is made again
 
     def __init__(self, env: SourceEnv, pipeline: FramePipeline, mix: str, files: CallFiles,
                  on_moved: Callable[[], None] = lambda: None) -> None:
@@ -54,17 +55,7 @@ class RecordSource:
         self.gen = 0  # recordings made so far: each has a FIFO of its own name
         self.restarts = 0  # recordings made again after one ended while the call went on
         self.reattached = False  # carried on a previous process's recording as it was
-        self._player: Player | None = None
-        self._paced_here = True  # whether the recording's frames pace the player (not inject)
-        #: displaced files FreeSWITCH already puts in the recording (playing when it started);
-        #: the pipeline reads this very set
-        self._in_bug: set[object] = set()
-        self._write_back: WriteBackPort | None = None
-        #: The one greenlet changing the recording in the background (making it again after it
-        #: ended, or stopping it once a pause's playback is over); close() waits for it.
-        self._job: gevent.Greenlet | None = None
-        self._closing = False
-        self._paused = False
+        self._init_playback()
 
     @property
     def path(self) -> str:
@@ -99,6 +90,9 @@ class RecordSource:
         self._in_bug.clear()
         if player is not None and player.displacing is not None:
             self._in_bug.add(player.displacing)  # started before this recording: in it
+
+    def _halt(self) -> None:
+        self._stop_recording()
 
     def _stop_recording(self) -> None:
         rec, self.recording = self.recording, None
@@ -145,83 +139,12 @@ class RecordSource:
         return {"fifo": self.path, "fifo_rate": self.rate, "fs_port": fs_port,
                 "udp_port": udp_port}
 
-    # -- playback ---------------------------------------------------------------------------
-
-    def attach(self, player: Player) -> None:
-        self._player = player
-
-    def playback(self, mode: str) -> Playback:
-        """A call that is not parked is played to by displace (write-back exists only on a
-        parked unicast channel, and broadcast would leave the call); inject on a parked call
-        goes through a unicast on the call itself (`WriteBackPort`). Raises SourceError."""
-        env = self.env
-        if not env.parked() and mode != "displace":
-            log.info("%s: the call is not parked: playing by displace, not %s", env.uuid, mode)
-            mode = "displace"
-        if mode == "inject":
-            port = self._write_back  # carried on from a previous process, or made now
-            if port is None:
-                port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
-                try:
-                    port.start()
-                except LeaseError as exc:
-                    raise SourceError(f"no write-back port: {exc}") from None
-                self._write_back = port
-                self._on_moved()
-            self._paced_here = False
-            return Playback(mode, write=port.write, paced_here=False)
-        return Playback(mode, in_tap=self._in_bug)
-
-    def _tick(self) -> None:
-        """The write-back port's frame: the slot clock of inject playback."""
-        player = self._player
-        if player is not None and player.playing:
-            player.next_frame()
-
-    def give_write_back(self) -> WriteBackPort | None:
-        """The write-back port, for the richer source replacing this one (call/call_audio.py)."""
-        port, self._write_back = self._write_back, None
-        return port
-
-    def take_write_back(self, port: WriteBackPort) -> None:
-        """The write-back port of the source this one replaces: its frames tick this one's
-        playback from now on."""
-        port.retarget(self._tick)
-        self._write_back = port
-        self._paced_here = False
-
     # -- pause, resume, a recording ended ---------------------------------------------------
-
-    def pause(self) -> None:
-        """The recording is stopped (at once, or once what plays through it has played) and
-        made again on resume, so none runs for nothing."""
-        self._paused = True
-        player = self._player
-        if player is not None and self._paced_here and player.playing:
-            player.when_idle(self._idle)
-        else:
-            self._stop_recording()
-
-    def _idle(self) -> None:
-        """What played through a pause is over (called from the per-frame path: no waiting)."""
-        if self._job is None:
-            self._job = gevent.spawn(self._pause_recording)
-
-    def _pause_recording(self) -> None:
-        try:
-            if self._paused and not self._closing:
-                self._stop_recording()
-                self._on_moved()
-        finally:
-            self._job = None
 
     def resume(self) -> None:
         """A new recording (the stream's resume waits for its first bytes). Raises
         SourceError."""
-        self._paused = False
-        if self._player is not None:
-            self._player.when_idle(None)
-        if self.recording is None and not self._closing:
+        if self._resuming() and self.recording is None:
             self._record()
             self._on_moved()
 

@@ -19,20 +19,20 @@ import gevent
 from ..app.resume import StreamRecord, TapRecord
 from ..esl.connection import ESLError
 from ..media.frames import PTIME_MS
+from .bug_playback import BugPlayback
 from .direct import WriteBackPort
 from .lease import LeaseError
 from .reader import FrameReader, drain
-from .sources import Playback, SourceEnv, SourceError
+from .sources import SourceEnv, SourceError
 from .taps import READ, WRITE, Tap, TapError
 
 if TYPE_CHECKING:
     from .pipeline import FramePipeline
-    from .player import Player
 
 log = logging.getLogger(__name__)
 
 
-class TapSource:
+class TapSource(BugPlayback):
     """Loopback taps of any call (call/taps.py): read, and write for stereo/mixed."""
 
     kind = "taps"
@@ -47,17 +47,7 @@ class TapSource:
         self.reopens = 0
         self.frames_skipped = 0  # read-tap frames dropped while the taps were lined up
         self._readers: list[FrameReader] = []
-        self._player: Player | None = None
-        self._paced_here = True  # whether the tap frames pace the player (not inject)
-        #: displaced files FreeSWITCH already puts in the write tap (playing when it was made);
-        #: the pipeline reads this very set
-        self._in_tap: set[object] = set()
-        self._write_back: WriteBackPort | None = None
-        #: The one greenlet changing the taps in the background (making them again after one
-        #: was killed, or closing them once a pause's playback is over); close() waits for it.
-        self._job: gevent.Greenlet | None = None
-        self._closing = False
-        self._paused = False
+        self._init_playback()
 
     @property
     def tap_uuids(self) -> list[str]:
@@ -166,9 +156,9 @@ class TapSource:
         if not self.pipeline.channel_rate:
             self.pipeline.channel_rate = rate
         player = self._player
-        self._in_tap.clear()
+        self._in_bug.clear()
         if player is not None and player.displacing is not None:
-            self._in_tap.add(player.displacing)  # started before these taps: in them
+            self._in_bug.add(player.displacing)  # started before these taps: in them
 
     def start(self) -> None:
         """Read the taps: the read tap is the caller's side, the write tap what it hears."""
@@ -176,6 +166,9 @@ class TapSource:
         for tap in self.taps:
             take = self.pipeline.feed if tap.side == READ else self.pipeline.feed_write
             self._readers.append(FrameReader(tap.lease.endpoint.sock, take, failed))  # type: ignore[union-attr]
+
+    def _halt(self) -> None:
+        self._close_taps()
 
     def _close_taps(self) -> None:
         for reader in self._readers:
@@ -189,81 +182,11 @@ class TapSource:
         self.taps = []
         self.pipeline.clear_pairing()
 
-    # -- playback ---------------------------------------------------------------------------
-
-    def attach(self, player: Player) -> None:
-        self._player = player
-
-    def playback(self, mode: str) -> Playback:
-        """A call that is not parked is played to by displace (write-back exists only on a
-        parked unicast channel, and broadcast would leave the call); inject on a parked call
-        goes through a unicast on the call itself (`WriteBackPort`). Raises SourceError."""
-        env = self.env
-        if not env.parked() and mode != "displace":
-            log.info("%s: the call is not parked: playing by displace, not %s", env.uuid, mode)
-            mode = "displace"
-        if mode == "inject":
-            port = self._write_back  # carried on from a previous process, or made now
-            if port is None:
-                port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
-                try:
-                    port.start()
-                except LeaseError as exc:
-                    raise SourceError(f"no write-back port: {exc}") from None
-                self._write_back = port
-                self._on_moved()
-            self._paced_here = False
-            return Playback(mode, write=port.write, paced_here=False)
-        return Playback(mode, in_tap=self._in_tap)
-
-    def _tick(self) -> None:
-        """The write-back port's frame: the slot clock of inject playback."""
-        player = self._player
-        if player is not None and player.playing:
-            player.next_frame()
-
-    def give_write_back(self) -> WriteBackPort | None:
-        """The write-back port, for the richer source replacing this one (call/call_audio.py)."""
-        port, self._write_back = self._write_back, None
-        return port
-
-    def take_write_back(self, port: WriteBackPort) -> None:
-        """The write-back port of the source this one replaces: its frames tick this one's
-        playback from now on."""
-        port.retarget(self._tick)
-        self._write_back = port
-        self._paced_here = False
-
     # -- pause, resume, taps killed ---------------------------------------------------------
-
-    def pause(self) -> None:
-        """Taps are closed (at once, or once what plays through them has played) and made
-        again on resume, so none runs idle."""
-        self._paused = True
-        player = self._player
-        if player is not None and self._paced_here and player.playing:
-            player.when_idle(self._idle)
-        else:
-            self._close_taps()
-
-    def _idle(self) -> None:
-        """What played through a pause is over (called from the per-frame path: no waiting)."""
-        if self._job is None:
-            self._job = gevent.spawn(self._pause_taps)
-
-    def _pause_taps(self) -> None:
-        try:
-            if self._paused and not self._closing:
-                self._close_taps()
-        finally:
-            self._job = None
 
     def resume(self) -> None:
         """Taps made again (the stream's resume waits for them). Raises SourceError."""
-        self._paused = False
-        if self._player is not None:
-            self._player.when_idle(None)
-        if not self.taps and not self._closing:
+        if self._resuming() and not self.taps:
             self.open()
             self.start()
             self._on_moved()
