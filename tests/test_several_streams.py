@@ -13,7 +13,7 @@ import time
 import gevent
 import pytest
 from conftest import wait_until
-from helpers.audio import stream_audio, tone
+from helpers.audio import phase_steps, stream_audio, tone
 from helpers.bridged import amp, bridged_call, split
 from helpers.forkpeer import ForkPeer
 from helpers.twilio import check_connected, check_media, check_start, parse
@@ -121,12 +121,21 @@ def test_three_streams_on_a_parked_call_share_its_one_unicast(esl, daemon, sim, 
     sid = daemon.config.twilio_account_sid
     media = twilio_media(b, uuid, sid)
     assert abs(dominant_frequency(track(media, "inbound"), 8000) - 440) <= 5
-    # none got a frame twice: each grows by what FreeSWITCH sent meanwhile, no more
+    # none got a frame twice, none lost one: each grows by what FreeSWITCH sent meanwhile
+    # (give or take the frames in flight at either end, up to 240 ms on a loaded machine), and
+    # the caller's tone runs on from frame to frame without a jump in its phase
     before, sent = counts(a, b, c), sim.channel(uuid).frames_sent
     gevent.sleep(1.0)
     grown = [n - m for n, m in zip(counts(a, b, c), before, strict=True)]
     sent = sim.channel(uuid).frames_sent - sent
-    assert sent > 30 and all(abs(g - sent) <= 4 for g in grown), (grown, sent)
+    assert sent > 30 and all(abs(g - sent) <= 12 for g in grown), (grown, sent)
+    inbound = [m.pcm for m in twilio_media(b, uuid, sid) if m.track == "inbound"]
+    for i, (pcm, rate) in enumerate(((b"".join(a.binary[before[0]:]), 8000),
+                      (b"".join(inbound[before[1]:]), 8000),
+                      (b"".join(c.binary[before[2]:]), 16000))):
+        steps = phase_steps(pcm, rate, 440)
+        assert len(steps) > 30 and all(abs(x - 0.8) < 0.05 for x in steps), (
+            i, [round(x, 2) for x in steps], audioop.rms(pcm, 2), grown, sent)
     # A's endpoint plays into the call: heard by the caller, and in B's outbound track
     peer.send_text(a, stream_audio(tone(1000, 1.0, 8000), 8000))
     assert wait_until(lambda: len(sim.channel(uuid).written) >= 16000, 4)

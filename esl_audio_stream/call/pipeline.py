@@ -6,8 +6,9 @@ two sides of a stereo or mixed stream, mixes, resamples and cuts exact chunks, a
 chunk to `out.send`. It also keeps the playback's slots where the frames it is fed pace the
 playback (`pace`): one `player.next_frame()` per slot, which writes the frame into the call
 (the player's business) and is the frame the caller hears, for the right channel. No sockets,
-no greenlets, and no clock reads but the two it is handed (`now` for the direct pairing clock,
-`clock` for the sampled frame time), so it is tested by feeding frames.
+no greenlets, and no clock reads but those it is handed (`now` for the direct pairing clock,
+with `arrival` for when a late-read datagram truly came; `clock` for the sampled frame time),
+so it is tested by feeding frames.
 
 How the two sides are paired (`pairing`):
 - `none` (mono): the caller's frames alone.
@@ -110,7 +111,8 @@ class FramePipeline:
     def __init__(self, *, mix: str, stream_rate: int, buffer_ms: int, pairing: str,
                  channel_rate: int = 0, now: Callable[[], float] | None = None,
                  clock: Callable[[], float] | None = None, timer: FrameTimer | None = None,
-                 sample_mask: int = 63) -> None:
+                 sample_mask: int = 63, arrival: Callable[[], float | None] | None = None,
+                 ) -> None:
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
         if (pairing == "none") != (mix == "mono"):
@@ -136,6 +138,7 @@ class FramePipeline:
         self.native: NativePart | None = None
         self.paused = False
         self._now = now
+        self._arrival = arrival  # when a late-read datagram truly came (the clock pairing)
         self._clock = clock
         self._timer = timer
         self._mask = sample_mask if clock is not None and timer is not None else -1
@@ -343,7 +346,7 @@ class FramePipeline:
             if self.pairing == "taps":
                 self._aligner = TapAligner(first_len)
             else:
-                self._frame_clock = FrameClock(PTIME_MS / 1000)
+                self._frame_clock = FrameClock(PTIME_MS / 1000, exact=self._arrival)
         self._resampler = make_resampler(self.channel_rate, self.stream_rate, self.channels)
         self._resample = self._resampler.process if self._resampler is not None else None
         self._chunker = Chunker(chunk_pattern(self.stream_rate, self.buffer_ms, self.channels))

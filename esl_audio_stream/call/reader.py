@@ -10,8 +10,11 @@ function it feeds stops the reader and is handed to `failed` once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
 from collections.abc import Callable
+from fcntl import ioctl
 from socket import socket
 
 import gevent
@@ -20,19 +23,50 @@ from ..media.frames import Chunker
 
 _SKIP = (BlockingIOError, InterruptedError, ConnectionRefusedError)  # spurious wake-up; ICMP
 _MAX_DATAGRAM = 8192
+_SIOCGSTAMP = 0x8906  # Linux: when the last datagram read from a socket reached the host
+_TIMEVAL = struct.Struct("@ll")
+_TIMEVAL_ZERO = bytes(_TIMEVAL.size)
+_feeding = [-1]  # the socket whose datagram is being fed now (the event loop: one at a time)
+
+
+def arrival() -> float | None:
+    """When the datagram being fed now reached the host (the kernel's stamp, wall-clock
+    seconds like the event loop's `now`), or None outside a FrameReader's callback.
+
+    The time the loop reads a datagram is not when it came: a loop that stalled reads a
+    queue of them at once, and the frame clock (media/mix.py) would take that delay for
+    frames lost and fill silence that never was. It asks this only for a frame that looks
+    late, so a steady stream never pays for the system call."""
+    fd = _feeding[0]
+    if fd < 0:
+        return None
+    try:
+        sec, usec = _TIMEVAL.unpack(ioctl(fd, _SIOCGSTAMP, _TIMEVAL_ZERO))
+    except OSError:
+        return None
+    return sec + usec * 1e-6
+
+
+def _stamp_arrivals(fd: int) -> None:
+    """Ask for the first stamp now: the kernel starts stamping this socket's datagrams then
+    (the answer itself, ENOENT before any datagram, does not matter)."""
+    with contextlib.suppress(OSError):
+        ioctl(fd, _SIOCGSTAMP, _TIMEVAL_ZERO)
 
 
 class FrameReader:
     """Reads `sock` into `take(datagram)` while started."""
 
-    __slots__ = ("_failed", "_recv", "_take", "_watcher")
+    __slots__ = ("_failed", "_fd", "_recv", "_take", "_watcher")
 
     def __init__(self, sock: socket, take: Callable[[bytes], None],
                  failed: Callable[[BaseException], None]) -> None:
         self._recv = sock.recv
         self._take = take
         self._failed = failed
-        self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._fd = fd = sock.fileno()
+        _stamp_arrivals(fd)
+        self._watcher = gevent.get_hub().loop.io(fd, 1)
         self._watcher.start(self._ready)
 
     def _ready(self) -> None:
@@ -43,10 +77,13 @@ class FrameReader:
         except OSError as exc:
             self._fail(exc)
             return
+        feeding = _feeding
+        feeding[0] = self._fd
         try:
             self._take(data)
         except Exception as exc:
             self._fail(exc)
+        feeding[0] = -1
 
     def _fail(self, exc: BaseException) -> None:
         self._watcher.stop()

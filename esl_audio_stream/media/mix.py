@@ -6,7 +6,8 @@ two directions line up only if every slot of the caller's timeline is accounted 
 datagram must become one silence frame in its slot, and a late or bunched one must not.
 
 `FrameClock` turns arrival times into slots. `Mixer` turns (caller frame, played frame) into the
-output frame. Both are sans-IO: no sockets, no clock reads; the shell hands in `now`.
+output frame. Both are sans-IO: no sockets, no clock reads; the shell hands in `now` (and, for
+frames that look late, a function that says when the datagram truly arrived).
 
 Measured per-frame cost at 16 kHz (640-byte frames, Python 3.11, x86-64, a shared and busy
 machine: `pytest -s tests/test_mix.py -k cost`): stereo 3.3-5.6 us (two array copies, two
@@ -33,6 +34,7 @@ holds (ignores `holding`) still gets the exact number of silence frames, one slo
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 
 from .pcm import audioop
 
@@ -68,6 +70,11 @@ class FrameClock:
     endpoint sees the audio end to end, as mod_audio_stream sends only what the channel read.
     Filling it would also send up to a second of synthetic silence at once.
 
+    `exact`, when given, is asked for a frame that looks late (and for a timeline's first):
+    when that datagram truly arrived (call/reader.py's `arrival`, the kernel's stamp), or None.
+    A late read of an on-time datagram -- our own loop stalled, the usual case under load --
+    is then no ambiguity at all; only what arrived late is judged as above.
+
     Limits (tests/test_mix.py sweeps them): slots are exact -- every frame in its own slot,
     fills exactly where frames were lost -- while jitter stays within about +-0.4 ptime (+-8 ms
     at 20 ms; FreeSWITCH on loopback shows sd 0.03 ms) and a backlog drains faster than about
@@ -80,6 +87,7 @@ class FrameClock:
     __slots__ = (
         "_base",
         "_count",
+        "_exact",
         "_half",
         "_held",
         "_last",
@@ -98,7 +106,8 @@ class FrameClock:
     WARM = 32  # on-time frames averaged plainly before the phase switches to a 1/WARM average
     _SPREAD_DECAY = 1.0 - 1.0 / 512  # the jitter peak estimate forgets over ~10 s
 
-    def __init__(self, ptime: float = 0.020, max_fill: int = 50) -> None:
+    def __init__(self, ptime: float = 0.020, max_fill: int = 50,
+                 exact: Callable[[], float | None] | None = None) -> None:
         if not ptime > 0:
             raise ValueError(f"ptime must be positive, not {ptime}")
         if max_fill < 0:
@@ -106,6 +115,7 @@ class FrameClock:
         self.ptime = ptime
         self.max_fill = max_fill
         self._half = ptime / 2
+        self._exact = exact
         self.slots = 0  # slots handed out since construction: frames + silence frames
         self.filled = 0  # silence frames asked for since construction
         self.reanchors = 0  # holes longer than max_fill
@@ -135,7 +145,12 @@ class FrameClock:
         """
         p = self.ptime
         n = self._n
+        exact = self._exact
         if n < 0:  # first frame of a timeline: it defines slot 0
+            if exact is not None:
+                t = exact()
+                if t is not None and t < now:
+                    now = t
             self._base = now
             self._n = 1
             self._count = 1
@@ -143,6 +158,11 @@ class FrameClock:
             return 0
         late = now - self._base - n * p
         half = self._half
+        if late >= half and exact is not None:  # read late; did it come late?
+            t = exact()
+            if t is not None and t < now:
+                late -= now - t
+                now = t
         fill = 0
         held = self._held
         if held is not None:
