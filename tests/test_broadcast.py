@@ -49,7 +49,8 @@ def test_broadcast_plays_chunks_in_order_then_the_stream_comes_back(esl, daemon,
     gaps = [b - a for a, b in zip(conn.times, conn.times[1:], strict=False)]
     assert max(gaps) >= 0.7  # both chunks (0.8 s) played with the stream stopped
     tail = conn.times[-10:]
-    assert max(b - a for a, b in itertools.pairwise(tail)) < 0.045  # flowing again
+    # flowing again (a loaded machine delays a frame by tens of ms; stopped is 0.7 s and more)
+    assert max(b - a for a, b in itertools.pairwise(tail)) < 0.3
     played_dir = os.path.dirname(started[0])
     assert not [f for f in os.listdir(played_dir) if f.endswith(".r8")]  # removed once played
     assert sim.channel(uuid).unicast_active

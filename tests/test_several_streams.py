@@ -20,6 +20,7 @@ from helpers.twilio import check_connected, check_media, check_start, parse
 
 from esl_audio_stream.app import events, fork_commands, intake
 from esl_audio_stream.dev.analysis import dominant_frequency
+from esl_audio_stream.dev.simulator import recording as simrec
 from esl_audio_stream.media.pcm import audioop
 from esl_audio_stream.ops import status
 from esl_audio_stream.protocols import audio_fork as af
@@ -184,33 +185,43 @@ def test_three_streams_on_a_parked_call_share_its_one_unicast(esl, daemon, sim, 
 
 
 def test_a_stereo_stream_joining_a_mono_recorded_call_gets_one_richer_recording(
-        esl, daemon, sim, peer):
+        esl, daemon, sim, peer, monkeypatch):
     """A bridged call is recorded for its mono stream; a stereo stream that joins has the
     recording made again in stereo, which replaces the mono one once it delivers: the mono
     stream goes on from its left side, FreeSWITCH records the call twice only meanwhile."""
     uuid = bridged_call(esl)  # the caller says 440 Hz, the other party 1000 Hz
-    seen: list[int] = []
-    watcher = gevent.spawn(lambda: [seen.append(len(sim.channel(uuid).recordings))
-                                    or gevent.sleep(0.005) for _ in iter(int, 1)])
-    try:
-        assert daemon.execute(f"{uuid}@mono start {peer.url('/m')} mono 8k") == OK
-        m = peer.wait_connection(1)
-        assert wait_until(lambda: len(m.binary) > 20, 5)
-        first = next(iter(sim.channel(uuid).recordings.values()))
-        assert first.channels == 1
-        assert daemon.execute(f"{uuid}@rec start {peer.url('/s')} stereo 16k") == OK
-        s = peer.wait_connection(2)
-        assert wait_until(lambda: len(s.binary) > 25, 5)
-        recs = sim.channel(uuid).recordings
-        assert len(recs) == 1 and next(iter(recs.values())).channels == 2
-        mark = len(m.binary)
-        gevent.sleep(0.5)
-    finally:
-        watcher.kill()
-    # one recording at a time, but for the hand-over: the stereo one delivers before the mono
-    # one is stopped, so the mono stream has no gap
-    runs = [n for i, n in enumerate(seen) if i == 0 or seen[i - 1] != n]
-    assert runs == [0, 1, 2, 1] or runs == [1, 2, 1], runs
+    asked: list[tuple[str, int, int]] = []  # (start|stop, recordings after, bytes delivered)
+    start_rec, stop_rec = simrec.start, simrec.stop
+
+    def on_start(sw, ch, path, var_block):
+        ok = start_rec(sw, ch, path, var_block)
+        asked.append(("start", len(ch.recordings), 0))
+        return ok
+
+    def on_stop(sw, ch, path):
+        others = [r.written for p, r in ch.recordings.items() if p != path]
+        ok = stop_rec(sw, ch, path)
+        asked.append(("stop", len(ch.recordings), min(others, default=0)))
+        return ok
+
+    monkeypatch.setattr(simrec, "start", on_start)
+    monkeypatch.setattr(simrec, "stop", on_stop)
+    assert daemon.execute(f"{uuid}@mono start {peer.url('/m')} mono 8k") == OK
+    m = peer.wait_connection(1)
+    assert wait_until(lambda: len(m.binary) > 20, 5)
+    first = next(iter(sim.channel(uuid).recordings.values()))
+    assert first.channels == 1
+    assert daemon.execute(f"{uuid}@rec start {peer.url('/s')} stereo 16k") == OK
+    s = peer.wait_connection(2)
+    assert wait_until(lambda: len(s.binary) > 25, 5)
+    recs = sim.channel(uuid).recordings
+    assert len(recs) == 1 and next(iter(recs.values())).channels == 2
+    mark = len(m.binary)
+    gevent.sleep(0.5)
+    # one recording at a time, but for the hand-over: the stereo one has delivered before the
+    # mono one is stopped, so the mono stream has no gap
+    assert [(what, n) for what, n, _ in asked] == [("start", 1), ("start", 2), ("stop", 1)]
+    assert asked[2][2] > 0, asked
     assert daemon.streams.audio[uuid].remade == 1
     left, right = split(b"".join(s.binary[-20:]))
     assert amp(left, 440, 16000) == pytest.approx(8000, rel=0.1) and amp(left, 1000, 16000) < 200
