@@ -25,7 +25,7 @@ def test_arrival_is_when_the_datagram_came_not_when_a_stalled_loop_read_it():
         for k in range(3):
             sent.append(time.time())
             tx.sendto(bytes([k]) * 320, rx.getsockname())
-            time.sleep(0.1)  # the event loop is held: the datagrams queue in the socket
+            time.sleep(0.3)  # the event loop is held: the datagrams queue in the socket
         deadline = time.monotonic() + 5
         while len(seen) < 3 and time.monotonic() < deadline:
             gevent.sleep(0.01)
@@ -34,7 +34,9 @@ def test_arrival_is_when_the_datagram_came_not_when_a_stalled_loop_read_it():
         rx.close()
         tx.close()
     assert not failed and [d[0] for d in seen] == [bytes([k]) * 320 for k in range(3)]
-    for (_data, came, _read), at in zip(seen, sent, strict=True):
-        assert came is not None and at - 0.005 <= came <= at + 0.05
-    assert seen[0][2] - seen[0][1] >= 0.2  # the first was read 0.2 s after it came
+    # the kernel stamps a datagram when it takes it in (on loopback, in the sender's softirq:
+    # a loaded machine may defer that a little), never before it was sent nor after it is read
+    for (_data, came, read), at in zip(seen, sent, strict=True):
+        assert came is not None and at - 0.005 <= came <= read
+    assert seen[0][2] - seen[0][1] >= 0.3  # the first was read 0.6 s after it was sent
     assert reader.arrival() is None  # outside a reader's callback: nothing to say

@@ -122,14 +122,15 @@ def test_three_streams_on_a_parked_call_share_its_one_unicast(esl, daemon, sim, 
     sid = daemon.config.twilio_account_sid
     media = twilio_media(b, uuid, sid)
     assert abs(dominant_frequency(track(media, "inbound"), 8000) - 440) <= 5
-    # none got a frame twice, none lost one: each grows by what FreeSWITCH sent meanwhile
-    # (give or take the frames in flight at either end, up to 240 ms on a loaded machine), and
-    # the caller's tone runs on from frame to frame without a jump in its phase
+    # none got a frame twice, none lost one, none got silence that never was: the caller's
+    # tone runs on from frame to frame without a jump in its phase. (Counting frames against
+    # what FreeSWITCH sent in a window cannot tell: on a loaded machine hundreds of ms of
+    # frames are in flight at either end of it.)
     before, sent = counts(a, b, c), sim.channel(uuid).frames_sent
     gevent.sleep(1.0)
     grown = [n - m for n, m in zip(counts(a, b, c), before, strict=True)]
     sent = sim.channel(uuid).frames_sent - sent
-    assert sent > 30 and all(abs(g - sent) <= 12 for g in grown), (grown, sent)
+    assert sent > 30 and min(grown) > 30, (grown, sent)
     inbound = [m.pcm for m in twilio_media(b, uuid, sid) if m.track == "inbound"]
     for i, (pcm, rate) in enumerate(((b"".join(a.binary[before[0]:]), 8000),
                       (b"".join(inbound[before[1]:]), 8000),
