@@ -359,6 +359,89 @@ def test_a_slow_drain_is_no_loss_when_the_arrival_is_known(lost):
     assert clock.slots == sent
 
 
+def clocked(frames, clock: FrameClock, state: dict) -> list[int]:
+    """slots_of for (index, read time, arrival time, kernel drops so far) tuples: what `exact`
+    and `drops` answer is set before each arrival, as the reader does."""
+    result, slot, held = [], 0, None
+    for _i, read, came, drops in frames:
+        state["t"], state["d"] = came, drops
+        slot += clock.arrive(read)
+        if held is not None:
+            result.append(slot)
+            slot += 1
+            held = None
+        if clock.holding:
+            held = True
+        else:
+            result.append(slot)
+            slot += 1
+    if held:
+        result.append(slot)
+    return result
+
+
+def stamped_clock(state: dict, **kw) -> FrameClock:
+    return FrameClock(P, exact=lambda: state["t"], drops=lambda: state["d"], **kw)
+
+
+def test_the_senders_timeline_moving_on_fills_nothing():
+    """FreeSWITCH's thread held 370 ms: its timer skips ahead and the frames go on from there
+    (no audio lost). Late by stamp, but the kernel dropped nothing: the timeline moves."""
+    rnd = random.Random(13)
+    frames = [(i, t, t, 0) for i, t in paced(0, 100, 50.0, rnd, jitter=0.0005)]
+    frames += [(i, t + 0.370, t + 0.370, 0) for i, t in paced(100, 300, 50.0, rnd,
+                                                                jitter=0.0005)]
+    state: dict = {}
+    clock = stamped_clock(state)
+    assert clocked(frames, clock, state) == list(range(300))
+    assert (clock.filled, clock.shifts, clock.reanchors, clock.slots) == (0, 1, 0, 300)
+    # read times alone take it for loss
+    old = FrameClock(P)
+    slots_of([(i, read) for i, read, *_ in frames], old)
+    assert old.filled >= 18
+
+
+def test_frames_the_kernel_dropped_are_filled_exactly_in_their_slots():
+    """Our loop held 300 ms at frame 100; the socket holds 5 datagrams, so the kernel drops
+    the 10 after them; the loop reads the 5 late, then the rest on time. The 10 are filled,
+    between the 5 and the first that came after, and nothing else."""
+    rnd = random.Random(14)
+    sent = paced(0, 300, 50.0, rnd, jitter=0.0005)
+    stall_end = sent[100][1] + 0.300
+    frames, drops, queued = [], 0, 0
+    for i, came in sent:
+        if came < stall_end and i >= 100:
+            if queued < 5:
+                queued += 1
+                frames.append((i, stall_end + 0.0001 * queued, came))
+            else:
+                drops += 1  # the kernel's count grows as they come
+            continue
+        frames.append((i, came, came))
+    assert drops == 10
+    dropped_at = {i for i, came in sent if i >= 100 and came < stall_end} - {
+        i for i, *_ in frames}
+    # what `dropped()` says at each read: drops that happened before it
+    seen = []
+    for i, read, came in frames:
+        n = sum(1 for j in dropped_at if sent[j][1] <= read)
+        seen.append((i, read, came, n))
+    state: dict = {}
+    clock = stamped_clock(state)
+    assert clocked(seen, clock, state) == [i for i, *_ in frames]
+    assert (clock.filled, clock.shifts, clock.slots) == (10, 0, 300)
+
+
+def test_a_hole_longer_than_max_fill_is_not_filled_even_with_drops():
+    rnd = random.Random(15)
+    frames = [(i, t, t, 0) for i, t in paced(0, 100, 50.0, rnd, jitter=0.0005)]
+    frames += [(i, t, t, 80) for i, t in paced(180, 300, 50.0, rnd, jitter=0.0005)]
+    state: dict = {}
+    clock = stamped_clock(state)
+    assert clocked(frames, clock, state) == list(range(220))
+    assert (clock.filled, clock.reanchors) == (0, 1)
+
+
 def test_reset_starts_a_new_timeline():
     clock = FrameClock(P)
     for i in range(50):

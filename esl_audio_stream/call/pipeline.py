@@ -7,8 +7,8 @@ chunk to `out.send`. It also keeps the playback's slots where the frames it is f
 playback (`pace`): one `player.next_frame()` per slot, which writes the frame into the call
 (the player's business) and is the frame the caller hears, for the right channel. No sockets,
 no greenlets, and no clock reads but those it is handed (`now` for the direct pairing clock,
-with `arrival` for when a late-read datagram truly came; `clock` for the sampled frame time),
-so it is tested by feeding frames.
+with `arrival` and `dropped` for when a late-read datagram truly came and what the kernel
+dropped; `clock` for the sampled frame time), so it is tested by feeding frames.
 
 How the two sides are paired (`pairing`):
 - `none` (mono): the caller's frames alone.
@@ -112,7 +112,7 @@ class FramePipeline:
                  channel_rate: int = 0, now: Callable[[], float] | None = None,
                  clock: Callable[[], float] | None = None, timer: FrameTimer | None = None,
                  sample_mask: int = 63, arrival: Callable[[], float | None] | None = None,
-                 ) -> None:
+                 dropped: Callable[[], int | None] | None = None) -> None:
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
         if (pairing == "none") != (mix == "mono"):
@@ -139,6 +139,7 @@ class FramePipeline:
         self.paused = False
         self._now = now
         self._arrival = arrival  # when a late-read datagram truly came (the clock pairing)
+        self._dropped = dropped  # ... and how many the kernel dropped (media/mix.py FrameClock)
         self._clock = clock
         self._timer = timer
         self._mask = sample_mask if clock is not None and timer is not None else -1
@@ -346,7 +347,8 @@ class FramePipeline:
             if self.pairing == "taps":
                 self._aligner = TapAligner(first_len)
             else:
-                self._frame_clock = FrameClock(PTIME_MS / 1000, exact=self._arrival)
+                self._frame_clock = FrameClock(PTIME_MS / 1000, exact=self._arrival,
+                                               drops=self._dropped)
         self._resampler = make_resampler(self.channel_rate, self.stream_rate, self.channels)
         self._resample = self._resampler.process if self._resampler is not None else None
         self._chunker = Chunker(chunk_pattern(self.stream_rate, self.buffer_ms, self.channels))

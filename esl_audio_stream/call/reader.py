@@ -15,7 +15,7 @@ import os
 import struct
 from collections.abc import Callable
 from fcntl import ioctl
-from socket import socket
+from socket import SOL_SOCKET, socket
 
 import gevent
 
@@ -26,7 +26,9 @@ _MAX_DATAGRAM = 8192
 _SIOCGSTAMP = 0x8906  # Linux: when the last datagram read from a socket reached the host
 _TIMEVAL = struct.Struct("@ll")
 _TIMEVAL_ZERO = bytes(_TIMEVAL.size)
-_feeding = [-1]  # the socket whose datagram is being fed now (the event loop: one at a time)
+_SO_MEMINFO = 55  # Linux 4.6: the socket's memory counters, the 9th its drops
+_MEMINFO = struct.Struct("9I")
+_feeding: list[FrameReader | None] = [None]  # whose datagram is being fed now (one at a time)
 
 
 def arrival() -> float | None:
@@ -37,14 +39,29 @@ def arrival() -> float | None:
     queue of them at once, and the frame clock (media/mix.py) would take that delay for
     frames lost and fill silence that never was. It asks this only for a frame that looks
     late, so a steady stream never pays for the system call."""
-    fd = _feeding[0]
-    if fd < 0:
+    reader = _feeding[0]
+    if reader is None:
         return None
     try:
-        sec, usec = _TIMEVAL.unpack(ioctl(fd, _SIOCGSTAMP, _TIMEVAL_ZERO))
+        sec, usec = _TIMEVAL.unpack(ioctl(reader._fd, _SIOCGSTAMP, _TIMEVAL_ZERO))
     except OSError:
         return None
     return sec + usec * 1e-6
+
+
+def dropped() -> int | None:
+    """How many datagrams the kernel has dropped for the socket being fed now since it was
+    made (its receive buffer was full: our loop fell that far behind), or None outside a
+    FrameReader's callback. On the same host that is the only way a unicast frame is lost,
+    so the frame clock fills exactly these (asked only for a frame that came late)."""
+    reader = _feeding[0]
+    if reader is None:
+        return None
+    try:
+        return _MEMINFO.unpack(reader._sock.getsockopt(SOL_SOCKET, _SO_MEMINFO,
+                                                       _MEMINFO.size))[8]
+    except (OSError, struct.error):
+        return None
 
 
 def _stamp_arrivals(fd: int) -> None:
@@ -57,10 +74,11 @@ def _stamp_arrivals(fd: int) -> None:
 class FrameReader:
     """Reads `sock` into `take(datagram)` while started."""
 
-    __slots__ = ("_failed", "_fd", "_recv", "_take", "_watcher")
+    __slots__ = ("_failed", "_fd", "_recv", "_sock", "_take", "_watcher")
 
     def __init__(self, sock: socket, take: Callable[[bytes], None],
                  failed: Callable[[BaseException], None]) -> None:
+        self._sock = sock
         self._recv = sock.recv
         self._take = take
         self._failed = failed
@@ -78,12 +96,12 @@ class FrameReader:
             self._fail(exc)
             return
         feeding = _feeding
-        feeding[0] = self._fd
+        feeding[0] = self
         try:
             self._take(data)
         except Exception as exc:
             self._fail(exc)
-        feeding[0] = -1
+        feeding[0] = None
 
     def _fail(self, exc: BaseException) -> None:
         self._watcher.stop()

@@ -35,7 +35,7 @@ from .host import StreamHost
 from .link import Link
 from .pipeline import FramePipeline
 from .player import Player
-from .reader import arrival
+from .reader import arrival, dropped
 from .readings import StreamReadings
 from .sources import Playback, SourceError
 from .state import LIVE, StreamState, advance
@@ -245,7 +245,8 @@ class Stream(StreamReadings, EndpointAnswers):
             mix=self.mix, stream_rate=self.rate, buffer_ms=self.settings.buffer_ms,
             pairing=source_choice.pairing(self.source, self.mix), channel_rate=channel_rate,
             now=gevent.get_hub().loop.now, clock=perf_counter,
-            timer=self.host.counters.frame_time, sample_mask=SAMPLE_MASK, arrival=arrival)
+            timer=self.host.counters.frame_time, sample_mask=SAMPLE_MASK, arrival=arrival,
+            dropped=dropped)
 
     def _parked(self) -> bool:
         return self.host.call_state(self.uuid) is events.CallState.PARKED

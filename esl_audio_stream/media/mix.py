@@ -75,6 +75,15 @@ class FrameClock:
     A late read of an on-time datagram -- our own loop stalled, the usual case under load --
     is then no ambiguity at all; only what arrived late is judged as above.
 
+    `drops` as well (call/reader.py's `dropped`: the datagrams the kernel dropped for the
+    socket, its buffer full) removes the rest of the ambiguity for a sender on the same host,
+    where that is the only way a datagram is lost: a frame that truly came late by k slots
+    has the frames the kernel dropped since the last count filled before it (at most k), and
+    the rest of its lateness is the sender's own timeline moving -- FreeSWITCH's timer skips
+    ahead rather than burst when its thread was held more than a tick (switch_time.c
+    `timer_next`: "sync up timer if it's not been called for a while"), and no audio was lost
+    then -- so the timeline moves with it (`shifts`) and nothing is filled. Nothing is held.
+
     Limits (tests/test_mix.py sweeps them): slots are exact -- every frame in its own slot,
     fills exactly where frames were lost -- while jitter stays within about +-0.4 ptime (+-8 ms
     at 20 ms; FreeSWITCH on loopback shows sd 0.03 ms) and a backlog drains faster than about
@@ -87,6 +96,7 @@ class FrameClock:
     __slots__ = (
         "_base",
         "_count",
+        "_drops",
         "_exact",
         "_half",
         "_held",
@@ -94,12 +104,14 @@ class FrameClock:
         "_n",
         "_plateau",
         "_ref",
+        "_seen_drops",
         "_spread",
         "filled",
         "holding",
         "max_fill",
         "ptime",
         "reanchors",
+        "shifts",
         "slots",
     )
 
@@ -107,7 +119,8 @@ class FrameClock:
     _SPREAD_DECAY = 1.0 - 1.0 / 512  # the jitter peak estimate forgets over ~10 s
 
     def __init__(self, ptime: float = 0.020, max_fill: int = 50,
-                 exact: Callable[[], float | None] | None = None) -> None:
+                 exact: Callable[[], float | None] | None = None,
+                 drops: Callable[[], int | None] | None = None) -> None:
         if not ptime > 0:
             raise ValueError(f"ptime must be positive, not {ptime}")
         if max_fill < 0:
@@ -116,9 +129,11 @@ class FrameClock:
         self.max_fill = max_fill
         self._half = ptime / 2
         self._exact = exact
+        self._drops = drops if exact is not None else None
         self.slots = 0  # slots handed out since construction: frames + silence frames
         self.filled = 0  # silence frames asked for since construction
         self.reanchors = 0  # holes longer than max_fill
+        self.shifts = 0  # the sender's timeline moved on (stamps and drops known): no fill
         self._spread = 0.0
         self.reset()
 
@@ -134,6 +149,7 @@ class FrameClock:
         self._ref = 0.0  # lateness of the frame before the held one (0 when it was on time)
         self._last = 0.0  # lateness of the last frame given a slot
         self._plateau = 0  # consecutive late, level arrivals
+        self._seen_drops = -1  # the socket's drop count at the last look; -1: not known
         self.holding = False
 
     def arrive(self, now: float) -> int:
@@ -151,6 +167,9 @@ class FrameClock:
                 t = exact()
                 if t is not None and t < now:
                     now = t
+                if self._drops is not None:
+                    d = self._drops()
+                    self._seen_drops = d if d is not None else -1
             self._base = now
             self._n = 1
             self._count = 1
@@ -163,6 +182,10 @@ class FrameClock:
             if t is not None and t < now:
                 late -= now - t
                 now = t
+            if late >= half and self._held is None and self._seen_drops >= 0:
+                d = self._drops()  # type: ignore[misc]
+                if d is not None:
+                    return self._came_late(now, late, n, d)
         fill = 0
         held = self._held
         if held is not None:
@@ -228,6 +251,33 @@ class FrameClock:
         self._base += late / (count if count < self.WARM else self.WARM)
         mag = late if late >= 0 else -late
         self._spread = mag if mag > self._spread else self._spread * self._SPREAD_DECAY
+        return fill
+
+
+    def _came_late(self, now: float, late: float, n: int, dropped: int) -> int:
+        """A frame that truly came `late` seconds late, the socket's drop count `dropped`: fill
+        what the kernel dropped (up to the lateness), move the timeline for the rest."""
+        p = self.ptime
+        k = int(late / p + 0.5)
+        lost = dropped - self._seen_drops
+        fill = k if k < lost else lost
+        if k > self.max_fill:  # a hole, not loss: FreeSWITCH stopped sending
+            fill = 0
+            self._seen_drops = dropped
+            self.reanchors += 1
+        else:
+            if fill < 0:
+                fill = 0
+            self._seen_drops += fill
+            self.filled += fill
+            if k > fill:
+                self.shifts += 1
+        n += fill
+        self._base = now - n * p
+        self._n = n + 1
+        self._last = 0.0
+        self._plateau = 0
+        self.slots += fill + 1
         return fill
 
 

@@ -2,8 +2,11 @@
 
 Each tick first runs the timers that are due (the later steps of a hang-up, a tap ending one tick
 after its target), then `on_tick` (every channel's own thread). Absolute deadlines, so no drift
-accumulates; a ticker further behind than MAX_LATE_TICKS restarts its schedule instead of
-bursting ticks to catch up.
+accumulates; a ticker more than one tick behind restarts its schedule from now instead of
+bursting ticks to catch up, as FreeSWITCH's soft timer does (src/switch_time.c `timer_next`:
+"sync up timer if it's not been called for a while otherwise it will return instantly several
+times until it catches up": `delta < -1` sets the reference to the current tick). The audio
+then goes on where it was, later: nothing is lost, and the daemon must not fill it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import gevent
 log = logging.getLogger(__name__)
 
 TICK = 0.020
-MAX_LATE_TICKS = 10  # further behind than this, the schedule is reset instead of bursting
+MAX_LATE_TICKS = 1  # further behind than this, the schedule is reset instead of bursting
 
 
 class Ticker:
