@@ -65,6 +65,9 @@ def test_chunks_play_in_order_gapless_with_marks(esl, daemon, peer, sim):
     assert wait_until(lambda: len([t for t in conn.texts if "playout" in t]) == 2, 3)
     marks = [json.loads(t)["data"] for t in conn.texts if '"mark"' in t]
     assert marks == [{"name": "first", "event": "playout"}, {"name": "second", "event": "playout"}]
+    # the mark goes when the last frame is sent; FreeSWITCH takes it in on its next tick
+    assert wait_until(lambda: len(sim.channel(uuid).written) >= 2 * 6400, 2)
+    gevent.sleep(0.1)
     written = bytes(sim.channel(uuid).written)
     assert len(written) == 2 * 6400  # 0.8 s at 8 kHz, not a byte more (no padding between)
     assert abs(dominant_frequency(written[:6400], 8000) - 500) <= 5
