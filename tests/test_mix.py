@@ -177,12 +177,16 @@ def run_stream(arrivals, clock: FrameClock, mixer: Mixer, played_for_slot):
     return out
 
 
-def slots_of(arrivals, clock: FrameClock) -> list[int]:
-    """Slot index the clock gives each frame, following the same protocol."""
+def slots_of(arrivals, clock: FrameClock, state: dict | None = None) -> list[int]:
+    """Slot index the clock gives each frame, following the same protocol. With `state`, the
+    arrivals are (index, read time, arrival time, kernel drops so far), and what the clock's
+    `exact` and `drops` answer is set before each, as call/reader.py does."""
     result = []
     slot = 0
     held = None
-    for _index, now in arrivals:
+    for _index, now, *known in arrivals:
+        if state is not None:
+            state["t"], state["d"] = known
         slot += clock.arrive(now)
         if held is not None:
             result.append(slot)
@@ -333,51 +337,12 @@ def test_a_slow_drain_is_no_loss_when_the_arrival_is_known(lost):
     assert frames[-1][1] == frames[-1][2]  # and caught up
     clock = FrameClock(P)
     assert slots_of([(i, read) for i, read, _ in frames], clock) != [i for i, *_ in frames]
-    came_at = {}
-
-    def exact():
-        return came_at["t"]
-
-    clock = FrameClock(P, exact=exact)
-    result, slot, held = [], 0, None
-    for _i, read, came in frames:
-        came_at["t"] = came
-        slot += clock.arrive(read)
-        if held is not None:
-            result.append(slot)
-            slot += 1
-            held = None
-        if clock.holding:
-            held = True
-        else:
-            result.append(slot)
-            slot += 1
-    if held:
-        result.append(slot)
+    state: dict = {}
+    clock = FrameClock(P, exact=lambda: state["t"])
+    result = slots_of([(i, read, came, None) for i, read, came in frames], clock, state)
     assert clock.filled == len(lost)
     assert result == [i for i, *_ in frames]
     assert clock.slots == sent
-
-
-def clocked(frames, clock: FrameClock, state: dict) -> list[int]:
-    """slots_of for (index, read time, arrival time, kernel drops so far) tuples: what `exact`
-    and `drops` answer is set before each arrival, as the reader does."""
-    result, slot, held = [], 0, None
-    for _i, read, came, drops in frames:
-        state["t"], state["d"] = came, drops
-        slot += clock.arrive(read)
-        if held is not None:
-            result.append(slot)
-            slot += 1
-            held = None
-        if clock.holding:
-            held = True
-        else:
-            result.append(slot)
-            slot += 1
-    if held:
-        result.append(slot)
-    return result
 
 
 def stamped_clock(state: dict, **kw) -> FrameClock:
@@ -393,7 +358,7 @@ def test_the_senders_timeline_moving_on_fills_nothing():
                                                                 jitter=0.0005)]
     state: dict = {}
     clock = stamped_clock(state)
-    assert clocked(frames, clock, state) == list(range(300))
+    assert slots_of(frames, clock, state) == list(range(300))
     assert (clock.filled, clock.shifts, clock.reanchors, clock.slots) == (0, 1, 0, 300)
     # read times alone take it for loss
     old = FrameClock(P)
@@ -428,7 +393,7 @@ def test_frames_the_kernel_dropped_are_filled_exactly_in_their_slots():
         seen.append((i, read, came, n))
     state: dict = {}
     clock = stamped_clock(state)
-    assert clocked(seen, clock, state) == [i for i, *_ in frames]
+    assert slots_of(seen, clock, state) == [i for i, *_ in frames]
     assert (clock.filled, clock.shifts, clock.slots) == (10, 0, 300)
 
 
@@ -438,7 +403,7 @@ def test_a_hole_longer_than_max_fill_is_not_filled_even_with_drops():
     frames += [(i, t, t, 80) for i, t in paced(180, 300, 50.0, rnd, jitter=0.0005)]
     state: dict = {}
     clock = stamped_clock(state)
-    assert clocked(frames, clock, state) == list(range(220))
+    assert slots_of(frames, clock, state) == list(range(220))
     assert (clock.filled, clock.reanchors) == (0, 1)
 
 
