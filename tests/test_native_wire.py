@@ -11,19 +11,13 @@ in both runs. TCP itself is the end-to-end tests' (every one of them runs on the
 
 from __future__ import annotations
 
-import fcntl
 import struct
-import termios
 
 import gevent
 import pytest
 from conftest import wait_until
 from gevent import socket as gsocket
-from gevent.socket import wait_read
-from helpers.native import needs_native, seed_masks
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request
-from wsproto.extensions import PerMessageDeflate
+from helpers.native import PairPeer, PairPeers, needs_native, seed_masks
 
 from esl_audio_stream.call.link import Link, LinkState
 from esl_audio_stream.call.pipeline import FramePipeline
@@ -32,77 +26,6 @@ from esl_audio_stream.native.pump import Pump, PumpedReader
 from esl_audio_stream.ws import connection as ws_connection
 
 pytestmark = needs_native
-
-
-class PairPeer:
-    """The endpoint's side of one socket pair: the upgrade (deflate accepted), then every byte
-    it reads kept as it came, reading only while `reading` is set."""
-
-    def __init__(self, sock: gsocket.socket) -> None:
-        self.sock = sock
-        self.raw = bytearray()
-        self.reading = gevent.event.Event()
-        self.reading.set()
-        self.upgraded = gevent.event.Event()
-        self._glet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        ws = WSConnection(ConnectionType.SERVER)
-        while not self.upgraded.is_set():
-            ws.receive_data(self.sock.recv(65536))
-            for event in ws.events():
-                if isinstance(event, Request):
-                    self.sock.sendall(ws.send(AcceptConnection(
-                        extensions=[PerMessageDeflate()])))
-                    self.upgraded.set()
-        raw = self.sock._sock  # the kernel's socket: reads that never wait
-        while True:
-            self.reading.wait()
-            wait_read(raw.fileno())
-            if not self.reading.is_set():  # stopped meanwhile: not one read more
-                continue
-            try:
-                data = raw.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            self.raw += data
-
-    def unread(self) -> int:
-        """Bytes the kernel holds for us."""
-        return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-
-    def go_away(self) -> None:
-        """Read everything the kernel holds for us (without yielding: nothing more comes
-        meanwhile), then close: the daemon loses the frame it was in the middle of."""
-        self.reading.clear()
-        raw = self.sock._sock  # the kernel's socket: a read that never waits
-        while True:
-            try:
-                data = raw.recv(65536)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            self.raw += data
-        self._glet.kill()
-        self.sock.close()
-
-
-class PairPeers:
-    """Stands in for open_tcp: each connection is a new socket pair and its peer."""
-
-    def __init__(self) -> None:
-        self.peers: list[PairPeer] = []
-
-    def open(self, _host: str, _port: int) -> gsocket.socket:
-        ours, theirs = gsocket.socketpair()
-        ours.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, 4096)  # little room: refusals
-        self.peers.append(PairPeer(theirs))
-        return ours
 
 
 def frame_audio(k: int) -> bytes:
