@@ -138,8 +138,9 @@ class FifoReader:
 
     A native pump (native/pump.py, `native`) may read the FIFO instead for a while: the reader
     pauses, hands it the bytes of a frame not yet whole (`take_pending`) and gets back what
-    the pump read and did not feed (`give_back`), so no byte is lost or read twice; EOF or a
-    read error the pump met end the reader as its own would (`ended`, `fail`)."""
+    the pump read and did not feed (`give_back`, which also counts what it read into
+    `bytes_in`), so no byte is lost or read twice; EOF or a read error the pump met end the
+    reader as its own would (`ended`, `fail`)."""
 
     __slots__ = ("_chunker", "_failed", "_fd", "_max", "_on_eof", "_take", "_watcher",
                  "bytes_in", "eof", "native", "stopped")
