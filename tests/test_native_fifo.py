@@ -12,9 +12,11 @@ import struct
 import pytest
 from helpers.native import CapturedPump, needs_native, seed_masks
 
+from esl_audio_stream.call.link import Link
 from esl_audio_stream.call.pipeline import FramePipeline
 from esl_audio_stream.media.frames import Chunker, chunk_bytes_for
 from esl_audio_stream.native.engine import lib
+from esl_audio_stream.native.pump import carrier
 from esl_audio_stream.ws.framing import FIN, OP_BINARY, FrameWriter
 
 pytestmark = needs_native
@@ -185,3 +187,20 @@ def test_timed_frames_and_a_new_block_of_keys_do_not_end_a_read(monkeypatch, fif
     assert pump.refills == 2  # the first block, then one more in the middle of a read
     assert pump.st.frames_in == 1030 and pump.unfed() == b""
     pump.remove()
+
+
+@pytest.mark.parametrize(("fifo_rate", "carried"), [(8000, True), (16000, True), (48000, True),
+                                                    (22050, True), (11025, False)])
+def test_a_recording_whose_frames_alternate_in_size_is_not_carried(fifo_rate, carried):
+    """11025 Hz makes 20 ms frames of 220.5 samples, so of alternating sizes: the Python
+    path's (22050 and 44100 Hz make whole ones)."""
+    pipe = FramePipeline(mix="mono", stream_rate=16000, buffer_ms=20, pairing="none")
+    link = Link("ws://x/", uuid="u", fire=lambda s, b: None, on_text=lambda t: None,
+                on_binary=lambda b: None, on_gone=lambda c, r: None, metadata=None,
+                reconnect=False, backlog_bytes=1 << 16)
+    pipe.out = link
+    pump = carrier(pipe, link, fifo_rate=fifo_rate)
+    assert (pump is not None) == carried
+    if pump is not None:
+        pump.close()
+        assert pipe.native is None and link.on_state is None
