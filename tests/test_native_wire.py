@@ -1,7 +1,8 @@
 """The native pump against the Python path, on the wire: the same datagrams through the same
 pipeline and link, once with the pump and once without, through a steady run, a peer that stops
 reading (EAGAIN, and short writes of frames bigger than the kernel takes at once), a peer that
-goes away in the middle of a frame, and the reconnection: the peer gets the same bytes.
+goes away in the middle of a frame, and the reconnection: the peer gets the same bytes. The
+same again from a recording's FIFO written in odd sizes, to its EOF.
 
 The connection is a Unix socket pair (ws.connection's open_tcp replaced): its kernel accounting
 has no timers (no delayed ACK, no autotuning), so where a send is refused depends only on what
@@ -11,98 +12,24 @@ in both runs. TCP itself is the end-to-end tests' (every one of them runs on the
 
 from __future__ import annotations
 
-import fcntl
+import itertools
+import os
 import struct
-import termios
 
 import gevent
 import pytest
 from conftest import wait_until
 from gevent import socket as gsocket
-from gevent.socket import wait_read
-from helpers.native import needs_native, seed_masks
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request
-from wsproto.extensions import PerMessageDeflate
+from helpers.native import PairPeer, PairPeers, needs_native, seed_masks
 
 from esl_audio_stream.call.link import Link, LinkState
 from esl_audio_stream.call.pipeline import FramePipeline
-from esl_audio_stream.call.reader import FrameReader
+from esl_audio_stream.call.reader import FifoReader, FrameReader
+from esl_audio_stream.native.engine import engine
 from esl_audio_stream.native.pump import Pump, PumpedReader
 from esl_audio_stream.ws import connection as ws_connection
 
 pytestmark = needs_native
-
-
-class PairPeer:
-    """The endpoint's side of one socket pair: the upgrade (deflate accepted), then every byte
-    it reads kept as it came, reading only while `reading` is set."""
-
-    def __init__(self, sock: gsocket.socket) -> None:
-        self.sock = sock
-        self.raw = bytearray()
-        self.reading = gevent.event.Event()
-        self.reading.set()
-        self.upgraded = gevent.event.Event()
-        self._glet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        ws = WSConnection(ConnectionType.SERVER)
-        while not self.upgraded.is_set():
-            ws.receive_data(self.sock.recv(65536))
-            for event in ws.events():
-                if isinstance(event, Request):
-                    self.sock.sendall(ws.send(AcceptConnection(
-                        extensions=[PerMessageDeflate()])))
-                    self.upgraded.set()
-        raw = self.sock._sock  # the kernel's socket: reads that never wait
-        while True:
-            self.reading.wait()
-            wait_read(raw.fileno())
-            if not self.reading.is_set():  # stopped meanwhile: not one read more
-                continue
-            try:
-                data = raw.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            self.raw += data
-
-    def unread(self) -> int:
-        """Bytes the kernel holds for us."""
-        return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-
-    def go_away(self) -> None:
-        """Read everything the kernel holds for us (without yielding: nothing more comes
-        meanwhile), then close: the daemon loses the frame it was in the middle of."""
-        self.reading.clear()
-        raw = self.sock._sock  # the kernel's socket: a read that never waits
-        while True:
-            try:
-                data = raw.recv(65536)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            self.raw += data
-        self._glet.kill()
-        self.sock.close()
-
-
-class PairPeers:
-    """Stands in for open_tcp: each connection is a new socket pair and its peer."""
-
-    def __init__(self) -> None:
-        self.peers: list[PairPeer] = []
-
-    def open(self, _host: str, _port: int) -> gsocket.socket:
-        ours, theirs = gsocket.socketpair()
-        ours.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, 4096)  # little room: refusals
-        self.peers.append(PairPeer(theirs))
-        return ours
 
 
 def frame_audio(k: int) -> bytes:
@@ -110,9 +37,39 @@ def frame_audio(k: int) -> bytes:
     return struct.pack("<160h", *(((k * 131 + i * 17) % 20000) - 10000 for i in range(160)))
 
 
-def run(monkeypatch, native: bool, buffer_ms: int) -> tuple[list[bytes], dict]:
+class FifoWriter:
+    """FreeSWITCH's side of a recording's FIFO: the frames' bytes written in odd sizes, up to a
+    cut in the middle of the next frame (so the reader always holds part of a frame)."""
+
+    SIZES = (1, 77, 255, 3, 501, 19, 1023, 2, 641, 333)
+
+    def __init__(self, path) -> None:
+        os.mkfifo(path)
+        self.rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.wfd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self.stream = bytearray()
+        self.written = 0
+        self._sizes = itertools.cycle(self.SIZES)
+
+    def frames(self, upto: int) -> None:
+        """Every frame before `upto` written, and part of frame `upto`."""
+        while len(self.stream) < (upto + 1) * 320:
+            self.stream += frame_audio(len(self.stream) // 320)
+        end = upto * 320 + (upto * 37) % 320
+        while self.written < end:
+            n = min(next(self._sizes), end - self.written)
+            self.written += os.write(self.wfd, self.stream[self.written:self.written + n])
+
+    def close(self) -> None:
+        if self.wfd >= 0:
+            os.close(self.wfd)
+            self.wfd = -1
+
+
+def run(monkeypatch, native: bool, buffer_ms: int, fifo_at=None) -> tuple[list[bytes], dict]:
     """The scenario; the bytes each connection's peer got (after the upgrade), and what
-    happened on the way."""
+    happened on the way. With `fifo_at` (a path), the frames come through a FIFO (a mono
+    recording's) instead of a UDP socket, and the scenario ends with its EOF."""
     seed_masks(monkeypatch, 5)
     peers = PairPeers()
     monkeypatch.setattr(ws_connection, "open_tcp", peers.open)
@@ -128,14 +85,25 @@ def run(monkeypatch, native: bool, buffer_ms: int) -> tuple[list[bytes], dict]:
     pipe.out = link
     failed: list[BaseException] = []
     pump = Pump(pipe, link) if native else None
-    reader = (PumpedReader(rx, pipe.feed, failed.append, pump) if pump is not None
-              else FrameReader(rx, pipe.feed, failed.append))
+    eofs: list[int] = []
+    fifo = FifoWriter(fifo_at) if fifo_at is not None else None
+    reader: FrameReader | PumpedReader | FifoReader
+    if fifo is not None:
+        reader = FifoReader(fifo.rfd, 320, pipe.feed, failed.append, lambda: eofs.append(1))
+        if pump is not None:
+            pump.attach(reader)
+    else:
+        reader = (PumpedReader(rx, pipe.feed, failed.append, pump) if pump is not None
+                  else FrameReader(rx, pipe.feed, failed.append))
     sent = 0
 
     def send(n: int = 1) -> None:
         nonlocal sent
         for _ in range(n):
-            tx.sendto(frame_audio(sent), rx.getsockname())
+            if fifo is not None:
+                fifo.frames(sent + 1)
+            else:
+                tx.sendto(frame_audio(sent), rx.getsockname())
             sent += 1
             assert wait_until(lambda n=sent: pipe.frames_in == n, 5, 0.0005)
 
@@ -179,11 +147,20 @@ def run(monkeypatch, native: bool, buffer_ms: int) -> tuple[list[bytes], dict]:
         seen["armed_at_end"] = pump.armed if pump else None
         seen["frames_out"] = pipe.frames_out
         gevent.sleep(0.1)
+        if fifo is not None:  # the recording ends: EOF, the partial frame left in the reader
+            fifo.close()
+            assert wait_until(lambda: eofs == [1], 5)
+            assert isinstance(reader, FifoReader)
+            seen["after_eof"] = (reader.eof, reader.bytes_in, reader.take_pending(),
+                                 pump.armed if pump else None, len(engine()))
         seen["pump_arms"] = pump.arms if pump else 0
         seen["pump_stops"] = dict(pump.stops) if pump else {}
     finally:
         link.abort()  # no close frame: wsproto masks its own with keys of its own
         reader.close()
+        if fifo is not None:
+            fifo.close()
+            os.close(fifo.rfd)
         if pump is not None:
             pump.close()
         pipe.close()
@@ -216,3 +193,34 @@ def test_the_peer_gets_the_python_paths_bytes(monkeypatch, buffer_ms):
     else:
         assert stops["short"] >= 40 and not stops.get("eagain")
     assert n_seen["pump_arms"] >= stops["short"] >= 2  # taken back after each
+
+
+@pytest.mark.parametrize("buffer_ms", [20, 400])
+def test_a_recordings_fifo_gives_the_peer_the_python_paths_bytes(monkeypatch, tmp_path,
+                                                                 buffer_ms):
+    """The same scenario read from a FIFO written in odd sizes: each hand-back (a short write,
+    EAGAIN, the reset, the EOF) comes with part of a frame read and not fed, which goes back to
+    the FifoReader; not a byte is lost or doubled."""
+    python, p_seen = run(monkeypatch, native=False, buffer_ms=buffer_ms,
+                         fifo_at=tmp_path / "py_rec1.r8")
+    native, n_seen = run(monkeypatch, native=True, buffer_ms=buffer_ms,
+                         fifo_at=tmp_path / "c_rec1.r8")
+    assert len(python) == len(native) == 2
+    assert native[0] == python[0]
+    assert native[1] == python[1]
+    assert len(native[1]) > 1100 * (buffer_ms * 32 + 8) // 20
+    for key in ("until_refused", "until_refused_2", "frames_out", "events"):
+        assert n_seen[key] == p_seen[key], key
+    eof, bytes_in, partial, armed, in_set = n_seen["after_eof"]
+    assert (eof, bytes_in, partial) == p_seen["after_eof"][:3]
+    assert eof and len(partial) == bytes_in % 320 > 0  # part of a frame, as FifoReader keeps
+    assert armed is False and in_set == 0  # EOF: control back, nothing left in the epoll set
+    stops = n_seen["pump_stops"]
+    assert stops["eof"] == 1
+    if buffer_ms == 20:
+        assert n_seen["armed_steady"] and n_seen["armed_again"] and n_seen["armed_at_end"]
+        assert stops["short"] == stops["eagain"] >= 2
+        assert stops["masks"] >= 1
+    else:
+        assert stops["short"] >= 40 and not stops.get("eagain")
+    assert n_seen["pump_arms"] >= stops["short"] >= 2

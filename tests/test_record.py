@@ -25,6 +25,8 @@ from esl_audio_stream.app import events
 from esl_audio_stream.call.reader import FifoReader
 from esl_audio_stream.call.recording import record_variables
 
+#: Each test that uses the daemon runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
 
 def fifos(root) -> list[str]:
     """Every FIFO under the daemon's files directory."""

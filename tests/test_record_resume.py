@@ -28,6 +28,8 @@ from esl_audio_stream.dev.simulator import Simulator
 from esl_audio_stream.esl.connection import ESLConnection
 
 EXTENSIONS = {"1000": "tone:440", "1001": "tone:1000"}
+#: Each test with the daemon fixture runs on the native pump and on the Python path (conftest).
+pytestmark = pytest.mark.both_paths
 
 
 @pytest.fixture
@@ -55,8 +57,8 @@ def esl(sim):
 
 
 @pytest.fixture
-def daemon(tmp_path, sim):
-    d = DaemonProcess(tmp_path, sim.address, owner=f"rec-{tmp_path.name[-12:]}")
+def daemon(tmp_path, sim, native):
+    d = DaemonProcess(tmp_path, sim.address, owner=f"rec-{tmp_path.name[-12:]}", native=native)
     try:
         yield d
     finally:

@@ -128,7 +128,7 @@ class CallAudio:
     def share(self, member: Member) -> Share:
         """`member`'s part of the call's audio (it feeds nothing until the stream opens it)."""
         share = Share(self, member)
-        if self.shares and isinstance(self.source, DirectSource):
+        if self.shares and isinstance(self.source, (DirectSource, RecordSource)):
             self.source.retire_native()  # a pump carries one stream only: the fan-out now
         self.shares.append(share)
         return share

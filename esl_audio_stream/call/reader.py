@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 from fcntl import ioctl
 from socket import SOL_SOCKET, socket
+from typing import Protocol
 
 import gevent
 
@@ -134,6 +135,12 @@ def drain(sock: socket) -> int:
 _read = os.read
 
 
+class Native(Protocol):
+    """A native pump that may read a FifoReader's FIFO (native/pump.py), as the reader sees it."""
+
+    def let_go(self, reader: FifoReader) -> None: ...
+
+
 def _discard(frame: bytes) -> None:
     pass
 
@@ -145,10 +152,16 @@ class FifoReader:
     At most `max_frames` frames are read per wake-up, so one reader with a backlog never holds
     the event loop (the watcher is level-triggered: what is left wakes it again on the next
     loop, after the other readers). EOF -- the writer closed it -- stops the reader and calls
-    `on_eof` once (from the event loop: it must not block)."""
+    `on_eof` once (from the event loop: it must not block).
+
+    A native pump (native/pump.py, `native`) may read the FIFO instead for a while: the reader
+    pauses, hands it the bytes of a frame not yet whole (`take_pending`) and gets back what
+    the pump read and did not feed (`give_back`, which also counts what it read into
+    `bytes_in`), so no byte is lost or read twice; EOF or a read error the pump met end the
+    reader as its own would (`ended`, `fail`)."""
 
     __slots__ = ("_chunker", "_failed", "_fd", "_max", "_on_eof", "_take", "_watcher",
-                 "bytes_in", "eof")
+                 "bytes_in", "eof", "native", "stopped")
 
     def __init__(self, fd: int, frames: int | tuple[int, ...], take: Callable[[bytes], None],
                  failed: Callable[[BaseException], None], on_eof: Callable[[], None],
@@ -161,6 +174,10 @@ class FifoReader:
         self._on_eof = on_eof
         self.bytes_in = 0
         self.eof = False
+        self.stopped = False  # stopped or closed: nobody reads it (the pump does not either)
+        #: A native pump that may read the FIFO instead (native/pump.py); it lets go first
+        #: whenever this reader must change (discard, stop, close).
+        self.native: Native | None = None
         self._watcher = gevent.get_hub().loop.io(fd, 1)
         self._watcher.start(self._ready)
 
@@ -170,13 +187,10 @@ class FifoReader:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._watcher.stop()
-            self._failed(exc)
+            self.fail(exc)
             return
         if not data:
-            self._watcher.stop()
-            self.eof = True
-            self._on_eof()
+            self.ended()
             return
         self.bytes_in += len(data)
         chunker = self._chunker
@@ -189,18 +203,83 @@ class FifoReader:
             while (frame := chunker.pop()) is not None:
                 take(frame)
         except Exception as exc:
-            self._watcher.stop()
-            self._failed(exc)
+            self.fail(exc)
+
+    # -- a native pump reads instead (native/pump.py) -----------------------------------------
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def frame_bytes(self) -> int:
+        """The one frame size (-1: sizes in a cycle, which the pump does not cut)."""
+        return self._chunker.whole
+
+    @property
+    def max_bytes(self) -> int:
+        """Bytes read per wake-up at most (the pump reads as much)."""
+        return self._max
+
+    def pause(self) -> None:
+        self._watcher.stop()
+
+    def resume(self) -> None:
+        if not self.stopped:
+            self._watcher.start(self._ready)
+
+    def take_pending(self) -> bytes:
+        """The bytes read and not yet a whole frame, handed to the pump (none left here)."""
+        return self._chunker.take()
+
+    def give_back(self, pending: bytes, bytes_read: int) -> None:
+        """What the pump read (`bytes_read`, counted in) and did not feed: `pending` comes
+        first, before the next read."""
+        self.bytes_in += bytes_read
+        self._chunker.push(pending)
+
+    def flush(self) -> None:
+        """Feed the whole frames given back (a pump stopped in the middle of a read), now."""
+        chunker, take = self._chunker, self._take
+        try:
+            while (frame := chunker.pop()) is not None:
+                take(frame)
+        except Exception as exc:
+            self.fail(exc)
+
+    def ended(self) -> None:
+        """EOF (read here, or by the pump)."""
+        self._watcher.stop()
+        self.stopped = self.eof = True
+        self._on_eof()
+
+    def fail(self, exc: BaseException) -> None:
+        """A read (here, or the pump's) or `take` failed: the reader stops, `failed` is told."""
+        self._watcher.stop()
+        self.stopped = True
+        self._failed(exc)
+
+    def _let_native_go(self) -> None:
+        native, self.native = self.native, None
+        if native is not None:
+            native.let_go(self)
+
+    # -- the reader's own ends ------------------------------------------------------------------
 
     def discard(self) -> None:
         """Read on, feeding nothing: a writer whose reader stopped reading would block once
         the pipe is full, and FreeSWITCH's recording thread would then hold up the stop."""
         self._take = _discard
+        self._let_native_go()  # the pump hands back and this reader reads on
 
     def stop(self) -> None:
         self._watcher.stop()
+        self.stopped = True
+        self._let_native_go()
 
     def close(self) -> None:
         """Stop for good (before the fd is closed: a watcher must not outlive its fd)."""
+        self.stopped = True
+        self._let_native_go()
         self._watcher.stop()
         self._watcher.close()

@@ -13,6 +13,11 @@ own unicast (`WriteBackPort`, as with taps), whose audio FreeSWITCH puts in the 
 The recording is stopped (and its FIFO removed) on pause -- once what plays through it has
 played -- and on stop; made again on resume, and when it ends while the call goes on (someone
 stopped it); left running for the next process at a hand-over, and re-attached by it.
+
+A mono recording of a call with one stream may be read by a native pump (native/pump.py,
+`carry_natively`): each recording's FifoReader is handed to it as it is made; the pump lets go of
+a reader before it discards, stops or closes, and is closed with the source (or retired when a
+second stream joins).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from ..native.pump import Pump, carrier
 from .bug_playback import BugPlayback
 from .direct import WriteBackPort
 from .lease import LeaseError
@@ -32,6 +38,7 @@ from .sources import SourceEnv, SourceError
 if TYPE_CHECKING:
     from ..app.resume import StreamRecord
     from ..media.files import CallFiles
+    from .link import Link
     from .pipeline import FramePipeline
 
 log = logging.getLogger(__name__)
@@ -55,12 +62,42 @@ class RecordSource(BugPlayback):
         self.gen = 0  # recordings made so far: each has a FIFO of its own name
         self.restarts = 0  # recordings made again after one ended while the call went on
         self.reattached = False  # carried on a previous process's recording as it was
+        self._pump: Pump | None = None
         self._init_playback()
 
     @property
     def path(self) -> str:
         rec = self.recording
         return rec.path if rec is not None else ""
+
+    # -- a native pump ------------------------------------------------------------------------
+
+    def carry_natively(self, pipeline: FramePipeline, link: Link) -> None:
+        """A native pump may carry the steady state of the call's one stream (`pipeline`, the
+        one the fan-out feeds directly: native/pump.py) from a mono recording, where the
+        extension was built and the recording's frames are all of one size."""
+        if self.channels != 1 or self._pump is not None:
+            return
+        self._pump = carrier(pipeline, link, fifo_rate=self.rate)
+        self._carry(self.recording)
+
+    def _carry(self, rec: Recording | None) -> None:
+        """The pump may read `rec`'s FIFO (each recording made hands its reader over)."""
+        pump = self._pump
+        if pump is not None and rec is not None and rec.reader is not None:
+            pump.attach(rec.reader)
+
+    def retire_native(self) -> None:
+        """Another stream joined the call: its frames go through the fan-out (Python) from
+        now on, for every stream of the call."""
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.retire()
+
+    def _let_pump_go(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.close()
 
     # -- the recording ------------------------------------------------------------------------
 
@@ -83,6 +120,7 @@ class RecordSource(BugPlayback):
         except RecordingError as exc:
             raise SourceError(str(exc)) from None
         self.recording = rec
+        self._carry(rec)
         self._line_up_playback()
 
     def _line_up_playback(self) -> None:
@@ -118,6 +156,7 @@ class RecordSource(BugPlayback):
             if rec.reattach(record.fifo, env.probe):
                 self.recording = rec
                 self.reattached = True
+                self._carry(rec)
             else:
                 log.warning("%s: no audio from the recording into %s: recording again",
                             env.uuid, record.fifo)
@@ -207,6 +246,7 @@ class RecordSource(BugPlayback):
         rec, self.recording = self.recording, None
         if rec is not None:
             rec.hand_over()
+        self._let_pump_go()
         if self._write_back is not None:
             self._write_back.hand_over()
             self._write_back = None
@@ -224,6 +264,7 @@ class RecordSource(BugPlayback):
         rec, self.recording = self.recording, None
         if rec is not None:
             rec.stop(hung_up=hung_up)
+        self._let_pump_go()
         if self._write_back is not None:
             self._write_back.close(hung_up)
             self._write_back = None

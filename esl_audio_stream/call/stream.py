@@ -37,6 +37,7 @@ from .pipeline import FramePipeline
 from .player import Player
 from .reader import arrival, dropped
 from .readings import StreamReadings
+from .record_source import RecordSource
 from .sources import Playback, SourceError
 from .state import LIVE, StreamState, advance
 
@@ -188,8 +189,9 @@ class Stream(StreamReadings, EndpointAnswers):
 
     def carry_natively(self, source: Source) -> None:
         """The call's source was just made for this stream alone: a native pump may carry its
-        steady state (native/pump.py) -- a direct source, and [media] native."""
-        if self.config.native and self._link is not None and isinstance(source, DirectSource):
+        steady state (native/pump.py) -- a direct or record source, and [media] native."""
+        if self.config.native and self._link is not None and isinstance(
+                source, (DirectSource, RecordSource)):
             source.carry_natively(self.pipeline, self._link)
 
     def _greeting(self) -> list[str]:

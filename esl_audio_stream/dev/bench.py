@@ -45,6 +45,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(address: str, timeout: float) -> bool:
+    """`address` (host:port) takes connections within `timeout` seconds: the daemon's control
+    server is up (a loaded machine starts it later than the sink and the simulator)."""
+    import gevent
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, int(port))) == 0:
+                return True
+        gevent.sleep(0.1)
+    return False
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -118,6 +133,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         sink_port = int(port_file.read_text())
         if not esl.wait_connected(5):
             print("could not reach the simulator")
+            return 1
+        if not _listening(control, 30):
+            print("the daemon's control server did not start")
             return 1
         gevent.sleep(1.0)
         rss0 = _rss_kib(daemon.pid)

@@ -1,8 +1,10 @@
 """cffi build script (API mode) for the native frame pump (native/pump.c); run by setup.py.
 
-Optional: a machine that cannot compile it (no compiler, no speexdsp headers) installs without
-it, and every stream takes the Python path (native/engine.py's `AVAILABLE`). It links the same
-libspeexdsp as media/_speex_build.py: the pump resamples with the pipeline's own state.
+The pump reads a call's UDP socket (datagrams) or a recording's FIFO (a byte stream it cuts
+into frames: eas_pump_set_fifo). Optional: a machine that cannot compile it (no compiler, no
+speexdsp headers) installs without it, and every stream takes the Python path
+(native/engine.py's `AVAILABLE`). It links the same libspeexdsp as media/_speex_build.py: the
+pump resamples with the pipeline's own state.
 """
 
 from pathlib import Path
@@ -14,7 +16,7 @@ ffibuilder.cdef(
     """
     typedef struct SpeexResamplerState_ SpeexResamplerState;
     typedef struct eas_pump {
-        int udp_fd;
+        int in_fd;
         int tcp_fd;
         SpeexResamplerState *rs;
         const unsigned char *masks;
@@ -34,6 +36,10 @@ ffibuilder.cdef(
         const unsigned char *rest;
         uint32_t rest_len;
         int slot;
+        uint32_t fifo_frame, fifo_max;
+        unsigned char *inbuf;
+        uint32_t in_at, in_len;
+        uint64_t bytes_read;
         ...;
     } eas_pump;
     typedef struct eas_engine eas_engine;
@@ -45,6 +51,7 @@ ffibuilder.cdef(
     #define EAS_MASKS ...
     #define EAS_RECV_ERROR ...
     #define EAS_RESAMPLE_ERROR ...
+    #define EAS_EOF ...
     #define EAS_MAX_DATAGRAM ...
 
     double eas_now(void);
@@ -52,6 +59,8 @@ ffibuilder.cdef(
                            uint32_t out_rate);
     void eas_pump_free(eas_pump *p);
     int eas_pump_set_pending(eas_pump *p, const char *data, uint32_t n);
+    int eas_pump_set_fifo(eas_pump *p, uint32_t frame, uint32_t max);
+    int eas_pump_set_input(eas_pump *p, const char *data, uint32_t n);
     eas_engine *eas_engine_new(void);
     void eas_engine_free(eas_engine *e);
     int eas_engine_fd(const eas_engine *e);

@@ -1,8 +1,11 @@
 /* The native frame pump: a stream's steady state in C (see native/pump.py for the why).
  *
- * One engine per process: an epoll set of the UDP sockets whose streams are steady, shared
- * buffers, and `eas_engine_run`, which the Python shell calls from ONE gevent watcher on the
- * epoll fd. For each readable socket: one datagram in (recv), L16 checked, comfort noise to
+ * One engine per process: an epoll set of the UDP sockets (and recording FIFOs) whose streams
+ * are steady, shared buffers, and `eas_engine_run`, which the Python shell calls from ONE gevent
+ * watcher on the epoll fd. For each readable socket: one datagram in (recv); for each readable
+ * FIFO: one read of a few frames' bytes, cut into frames of the recording's frame size (a byte
+ * stream: a partial frame waits for the next read, as call/reader.py's FifoReader keeps it).
+ * Each frame then goes the same way: L16 checked, comfort noise to
  * silence, the pipeline's own speexdsp state, chunks of the stream's size, each framed as a
  * masked binary WebSocket message (keys from the connection's own pool, ws/framing.py) and
  * handed to the kernel in one non-blocking send. Whatever is not steady -- a short write, an
@@ -33,12 +36,13 @@ enum {
     EAS_SHORT = 2,      /* the kernel took part of a frame (maybe none): `rest` is the rest */
     EAS_SEND_ERROR = 3, /* send failed with `err`: `rest` is the chunk (unmasked) */
     EAS_MASKS = 4,      /* the mask pool is used up: refill it, then eas_engine_resume */
-    EAS_RECV_ERROR = 5, /* recv failed with `err` */
-    EAS_RESAMPLE_ERROR = 6 /* speexdsp failed: `err` is its code (-1: input left) */
+    EAS_RECV_ERROR = 5, /* recv (or a FIFO's read) failed with `err` */
+    EAS_RESAMPLE_ERROR = 6, /* speexdsp failed: `err` is its code (-1: input left) */
+    EAS_EOF = 7 /* the FIFO's writer closed it (the recording ended or was stopped) */
 };
 
 typedef struct eas_pump {
-    int udp_fd;
+    int in_fd;               /* the UDP socket, or the FIFO (fifo_frame > 0) */
     int tcp_fd;              /* < 0: frames go to the engine's capture buffer (tests) */
     SpeexResamplerState *rs; /* the pipeline's (not owned); NULL: rates equal */
     uint32_t channels;
@@ -61,12 +65,20 @@ typedef struct eas_pump {
     const unsigned char *rest;
     uint32_t rest_len;
     int slot; /* in the engine; -1 when not in one */
+    /* a FIFO (fifo_frame > 0): bytes read and not yet fed as frames, inbuf[in_at..in_len) */
+    uint32_t fifo_frame, fifo_max; /* one frame's bytes; bytes per read at most */
+    unsigned char *inbuf;
+    uint32_t in_cap, in_at, in_len;
+    uint64_t bytes_read; /* what the FIFO gave (FifoReader's bytes_in) */
+    uint32_t run_mark;   /* the engine's run in which it was last read */
 } eas_pump;
 
 typedef struct eas_engine {
     int epfd;
     struct epoll_event evs[EAS_MAX_EVENTS];
     int n, at, rounds;
+    uint32_t run;   /* runs (wake-ups) so far: a FIFO is read once per run */
+    eas_pump *cur;  /* the pump the run stopped on (a FIFO's frames of that read go on) */
     eas_pump **slots;
     int nslots;
     unsigned char rbuf[EAS_MAX_DATAGRAM];
@@ -102,7 +114,7 @@ eas_pump *eas_pump_new(uint32_t chunk, uint32_t channels, uint32_t in_rate, uint
         free(p);
         return NULL;
     }
-    p->udp_fd = p->tcp_fd = -1;
+    p->in_fd = p->tcp_fd = -1;
     p->chunk = chunk;
     p->channels = channels;
     p->out_num = out_rate;
@@ -114,6 +126,7 @@ eas_pump *eas_pump_new(uint32_t chunk, uint32_t channels, uint32_t in_rate, uint
 
 void eas_pump_free(eas_pump *p) {
     if (p) {
+        free(p->inbuf);
         free(p->pend);
         free(p->last);
         free(p);
@@ -126,6 +139,34 @@ int eas_pump_set_pending(eas_pump *p, const char *data, uint32_t n) {
         return -1;
     memcpy(p->pend, data, n);
     p->pend_len = n;
+    return 0;
+}
+
+/* The pump reads a FIFO: `frame` bytes a frame, at most `max` bytes a read (0 or -ENOMEM). */
+int eas_pump_set_fifo(eas_pump *p, uint32_t frame, uint32_t max) {
+    uint64_t cap = (uint64_t)frame + max;
+    if (!frame || frame & 1 || max < frame || cap > 1u << 24)
+        return -EINVAL;
+    if (cap > p->in_cap) {
+        unsigned char *b = realloc(p->inbuf, cap);
+        if (!b)
+            return -ENOMEM;
+        p->inbuf = b;
+        p->in_cap = (uint32_t)cap;
+    }
+    p->fifo_frame = frame;
+    p->fifo_max = max;
+    p->in_at = p->in_len = 0;
+    return 0;
+}
+
+/* Bytes the Python reader had read and not yet fed (a partial frame, at most a read's worth). */
+int eas_pump_set_input(eas_pump *p, const char *data, uint32_t n) {
+    if (!p->fifo_frame || n > p->fifo_max)
+        return -1;
+    memcpy(p->inbuf, data, n);
+    p->in_at = 0;
+    p->in_len = n;
     return 0;
 }
 
@@ -199,7 +240,7 @@ int eas_engine_add(eas_engine *e, eas_pump *p) {
     memset(&ev, 0, sizeof ev);
     ev.events = EPOLLIN;
     ev.data.u32 = (uint32_t)slot;
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, p->udp_fd, &ev) < 0)
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, p->in_fd, &ev) < 0)
         return -errno;
     e->slots[slot] = p;
     p->slot = slot;
@@ -211,9 +252,11 @@ int eas_engine_add(eas_engine *e, eas_pump *p) {
 void eas_engine_remove(eas_engine *e, eas_pump *p) {
     if (p->slot < 0)
         return;
-    epoll_ctl(e->epfd, EPOLL_CTL_DEL, p->udp_fd, NULL);
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, p->in_fd, NULL);
     e->slots[p->slot] = NULL;
     p->slot = -1;
+    if (e->cur == p)
+        e->cur = NULL;
 }
 
 /* ------------------------------------------------------------------------- per frame */
@@ -405,8 +448,52 @@ static int frame(eas_engine *e, eas_pump *p, const unsigned char *data, uint32_t
     return finish(p, emit(e, p));
 }
 
+/* FifoReader's wake-up: the frames left of the last read, else one read (once per run: a FIFO
+ * with a backlog never holds the loop; the level-triggered set wakes it again), cut into frames;
+ * a partial frame stays for the next read. */
+static int fifo(eas_engine *e, eas_pump *p) {
+    uint32_t size = p->fifo_frame;
+    if (p->in_len - p->in_at < size) {
+        uint32_t left = p->in_len - p->in_at;
+        ssize_t n;
+        if (p->run_mark == e->run)
+            return EAS_STEADY;
+        p->run_mark = e->run;
+        if (p->in_at) {
+            memmove(p->inbuf, p->inbuf + p->in_at, left);
+            p->in_at = 0;
+            p->in_len = left;
+        }
+        do
+            n = read(p->in_fd, p->inbuf + left, p->fifo_max);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return EAS_STEADY;
+            p->err = errno;
+            return EAS_RECV_ERROR;
+        }
+        if (n == 0)
+            return EAS_EOF;
+        p->in_len += (uint32_t)n;
+        p->bytes_read += (uint64_t)n;
+    }
+    while (p->in_len - p->in_at >= size) {
+        const unsigned char *data = p->inbuf + p->in_at;
+        int why;
+        p->in_at += size;
+        why = frame(e, p, data, size);
+        if (why)
+            return why;
+    }
+    return EAS_STEADY;
+}
+
 static int one(eas_engine *e, eas_pump *p) {
-    ssize_t n = recv(p->udp_fd, e->rbuf, sizeof e->rbuf, MSG_DONTWAIT);
+    ssize_t n;
+    if (p->fifo_frame)
+        return fifo(e, p);
+    n = recv(p->in_fd, e->rbuf, sizeof e->rbuf, MSG_DONTWAIT);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)
             return EAS_STEADY; /* spurious wake-up; an ICMP error */
@@ -420,8 +507,18 @@ static int one(eas_engine *e, eas_pump *p) {
  * Python (its `why`), or -1 when none is readable any more (or after EAS_ROUNDS rounds).
  * `fresh`: a new wake-up; else go on after the pump just handled. */
 int eas_engine_run(eas_engine *e, int fresh) {
+    eas_pump *cur = e->cur;
+    e->cur = NULL;
     if (fresh) {
         e->n = e->at = e->rounds = 0;
+        e->run++;
+    } else if (cur && cur->fifo_frame) { /* the rest of the read it stopped in */
+        int why = fifo(e, cur);
+        if (why) {
+            cur->why = why;
+            e->cur = cur;
+            return cur->slot;
+        }
     }
     for (;;) {
         while (e->at < e->n) {
@@ -433,6 +530,7 @@ int eas_engine_run(eas_engine *e, int fresh) {
             why = one(e, p);
             if (why) {
                 p->why = why;
+                e->cur = p;
                 return (int)slot;
             }
         }

@@ -3,26 +3,33 @@ as the reference and the fallback.
 
 Why: on the Python path each 20 ms frame costs a wake-up, a recv, the pipeline, the framing and a
 send, most of it Python between system calls. In the steady state -- a mono stream of the call's
-own unicast whose frames only go out, to a plain ws:// endpoint that takes everything -- all of
-that is the same few steps every time, so C does them (engine.py: one watcher for every steady
-stream) with the pipeline's own resampler, the chunker's pending audio, the connection's mask
-keys and socket. Whatever is not steady gives control back, before anything changes:
+own unicast (`PumpedReader`) or of a mono recording's FIFO (call/reader.py's `FifoReader`) whose
+frames only go out, to a plain ws:// endpoint that takes everything -- all of that is the same
+few steps every time, so C does them (engine.py: one watcher for every steady stream) with the
+pipeline's own resampler, the chunker's pending audio, the connection's mask keys and socket. A
+FIFO is a byte stream: C cuts it into frames of the recording's (fixed) size, at most a
+FifoReader's read per wake-up, and the bytes of a frame not yet whole go back and forth with the
+FifoReader (`take_pending`, `give_back`). Whatever is not steady gives control back, before
+anything changes:
 - the link leaves LIVE (a short write of ours or of a text, a drop, reconnecting, closing): the
   link's `on_state`;
 - the pipeline pauses, gets a player to pace, or closes: its `native.leave()`;
 - C itself stops on a short write or EAGAIN (the rest of the frame is the connection's, as in
   `Outgoing._put`), a failed send (the connection ends, the chunk goes to the backlog, as in
-  `Link._send_live`), a failed recv or resample (the stream stops, as `FrameReader` does).
-Control comes back -- counts, the last frame, audio not yet a whole chunk -- and the socket's
-Python reader starts again; it is taken anew (`rejoin`, deferred to a clean moment of the loop)
-once the link is LIVE again, the pipeline set up or resumed. Every frame C sends is the frame
-the Python path would have sent, with the same key, so the peer gets the same bytes.
+  `Link._send_live`), a failed recv, read or resample (the stream stops, as `FrameReader` and
+  `FifoReader` do), the FIFO's EOF (the recording ended: `FifoReader.ended`);
+- the FIFO's reader is told to discard (the stream stops), stopped or closed: `let_go`.
+Control comes back -- counts, the last frame, audio not yet a whole chunk, a FIFO's bytes not
+yet fed -- and the socket's (FIFO's) Python reader starts again; it is taken anew (`rejoin`,
+deferred to a clean moment of the loop) once the link is LIVE again, the pipeline set up or
+resumed. Every frame C sends is the frame the Python path would have sent, with the same key, so
+the peer gets the same bytes.
 
 Not carried (the Python path does it): wss:// (TLS), audio compressed (never by default: binary
 messages go uncompressed even where permessage-deflate is negotiated, on both paths), stereo and
-mixed, taps, chunk sizes that alternate (rates like 11025 Hz), a stream that plays the
-endpoint's audio (its frames pace the player), protocols whose audio is not the link's own
-binary L16.
+mixed (a stereo recording), taps, chunk or frame sizes that alternate (rates like 11025 Hz), a
+stream that plays the endpoint's audio (its frames pace the player), protocols whose audio is not
+the link's own binary L16.
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from socket import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
 from ..call.link import LinkState
-from ..call.reader import FrameReader
-from ..media.frames import chunk_pattern
+from ..call.reader import FifoReader, FrameReader
+from ..media.frames import PTIME_MS, chunk_pattern
 from ..media.resample import ResamplerError
 from .engine import AVAILABLE, engine, ffi, lib
 
@@ -51,7 +58,21 @@ _LIVE = LinkState.LIVE
 _ALL_BITS = (1 << 64) - 1
 _WHY = {} if lib is None else {
     lib.EAS_SHORT: "short", lib.EAS_SEND_ERROR: "send_error", lib.EAS_MASKS: "masks",
-    lib.EAS_RECV_ERROR: "recv_error", lib.EAS_RESAMPLE_ERROR: "resample_error"}
+    lib.EAS_RECV_ERROR: "recv_error", lib.EAS_RESAMPLE_ERROR: "resample_error",
+    lib.EAS_EOF: "eof"}
+
+
+class Carried(Protocol):
+    """What a pump reads instead of a Python reader while armed (`PumpedReader`, `FifoReader`):
+    its fd; paused while the pump reads, resumed when control comes back."""
+
+    stopped: bool
+
+    @property
+    def fd(self) -> int: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def fail(self, exc: BaseException) -> None: ...
 
 
 def _frame_size(payload: int) -> int:
@@ -70,7 +91,8 @@ class Pump:
         self.st: Any = None  # the C state, made on the first arming (the rates are known then)
         self._chunk = 0
         self.armed = False
-        self._reader: PumpedReader | None = None
+        self._reader: Carried | None = None
+        self._fifo: FifoReader | None = None  # the reader, when it is a recording's FIFO
         self._out: Outgoing | None = None
         self._writer: FrameWriter | None = None
         self._timer: FrameTimer | None = None
@@ -123,15 +145,26 @@ class Pump:
 
     # -- the socket --------------------------------------------------------------------------
 
-    def attach(self, reader: PumpedReader) -> None:
+    def attach(self, reader: Carried) -> None:
+        """`reader`'s socket or FIFO is the stream's from now on: the pump may read it."""
         self._disarm(restart=False)
         self._reader = reader
+        self._fifo = reader if isinstance(reader, FifoReader) else None
+        if self._fifo is not None:
+            self._fifo.native = self
         self.rejoin()
 
-    def detach(self, reader: PumpedReader) -> None:
+    def detach(self, reader: Carried) -> None:
         if self._reader is reader:
             self._disarm(restart=False)
-            self._reader = None
+            self._reader = self._fifo = None
+
+    def let_go(self, reader: Carried) -> None:
+        """`reader` must read on its own from now on (a FIFO's reader told to discard, stopped
+        or closed): control back first, its Python reading resumed unless it is stopped."""
+        if self._reader is reader:
+            self._disarm(restart=True)
+            self._reader = self._fifo = None
 
     # -- taking control and giving it back -----------------------------------------------------
 
@@ -159,7 +192,7 @@ class Pump:
             st = self.st = ffi.gc(made, lib.eas_pump_free)
             self._chunk = chunk
         fd, writer = target
-        st.udp_fd = reader.fd
+        st.in_fd = reader.fd
         st.tcp_fd = fd
         st.masks = ffi.cast("unsigned char *", writer.mask_pool)
         st.mask_at = ffi.cast("uint32_t *", writer.mask_at)
@@ -171,9 +204,23 @@ class Pump:
         st.frames_in, st.frames_out, st.malformed = lent.frames_in, lent.frames_out, \
             lent.malformed
         st.sampling = 0
+        fifo = self._fifo
+        if fifo is not None:
+            size = fifo.frame_bytes
+            if size <= 0 or lib.eas_pump_set_fifo(st, size, fifo.max_bytes):
+                return
+            st.bytes_read = 0
+            unread = fifo.take_pending()
+            if lib.eas_pump_set_input(st, unread, len(unread)):
+                fifo.give_back(unread, 0)
+                return
+        else:
+            st.fifo_frame = 0
         pending = lent.chunker.take()
         if lib.eas_pump_set_pending(st, pending, len(pending)) or not self._engine.add(self):
             lent.chunker.push(pending)
+            if fifo is not None:
+                fifo.give_back(unread, 0)
             return
         reader.pause()
         self._last_before, self._in_at_arm = lent.last_frame, lent.frames_in
@@ -199,6 +246,11 @@ class Pump:
         if out is not None and st.last_out > out.last_out:
             out.last_out = st.last_out  # the heartbeat's idea of when data last went
         self._out = self._writer = None
+        fifo = self._fifo
+        if fifo is not None:  # what C read and did not feed: the reader's again, first
+            at, end = st.in_at, st.in_len
+            fifo.give_back(ffi.buffer(st.inbuf + at, end - at)[:], st.bytes_read)
+            st.in_at = st.in_len = st.bytes_read = 0
         reader = self._reader
         if restart and reader is not None and not reader.stopped:
             reader.resume()
@@ -220,7 +272,7 @@ class Pump:
             return
         sampling, t0 = st.sampling, st.t0
         st.sampling = 0
-        out, link, reader = self._out, self._link, self._reader
+        out, link, reader, fifo = self._out, self._link, self._reader, self._fifo
         if why == lib.EAS_SHORT:  # Outgoing._put: the rest is the connection's; it blocks
             rest = ffi.buffer(st.rest, st.rest_len)[:]
             if len(rest) == _frame_size(self._chunk):
@@ -233,7 +285,11 @@ class Pump:
             self._disarm(restart=True)
             out.fail(OSError(err, os.strerror(err)))  # type: ignore[union-attr]
             link.refused(chunk)
-        else:  # FrameReader: a failed recv (or resample) stops the stream
+        elif why == lib.EAS_EOF:  # FifoReader: the recording ended (or was stopped)
+            self._disarm(restart=False)
+            if fifo is not None:
+                fifo.ended()
+        else:  # FrameReader, FifoReader: a failed recv or read (or resample) stops the stream
             err = st.err
             self._disarm(restart=False)
             exc: Exception = (OSError(err, os.strerror(err)) if why == lib.EAS_RECV_ERROR
@@ -242,6 +298,8 @@ class Pump:
                 reader.fail(exc)
         if sampling and self._timer is not None:
             self._timer.observe(lib.eas_now() - t0)
+        if fifo is not None and why in (lib.EAS_SHORT, lib.EAS_SEND_ERROR):
+            fifo.flush()  # the frames of that read C did not get to, after the one it stopped in
 
     def broken(self, exc: BaseException) -> None:
         """A bug while attending: this stream stops (as the Python reader's would)."""
@@ -263,7 +321,9 @@ class Pump:
             self._pipeline.native = None
         if self._link.on_state == self._link_state:
             self._link.on_state = None
-        self._reader = None
+        if self._fifo is not None and self._fifo.native is self:
+            self._fifo.native = None
+        self._reader = self._fifo = None
         st, self.st = self.st, None
         if st is not None:
             ffi.release(st)
@@ -305,12 +365,14 @@ class PumpedReader:
         self._reader.close()
 
 
-def carrier(pipeline: FramePipeline, link: Link) -> Pump | None:
-    """A pump for this stream; None where the extension was not built, or for a stream it would
-    never carry: not mono, not ws://, audio that is not the link's own binary L16 (a protocol's
-    encoding), chunk sizes that alternate."""
+def carrier(pipeline: FramePipeline, link: Link, fifo_rate: int = 0) -> Pump | None:
+    """A pump for this stream (`fifo_rate`: read from a mono recording's FIFO at that rate);
+    None where the extension was not built, or for a stream it would never carry: not mono, not
+    ws://, audio that is not the link's own binary L16 (a protocol's encoding), chunk sizes (or
+    a FIFO's frame sizes) that alternate."""
     if (not AVAILABLE or pipeline.mix != "mono" or pipeline.out is not link
             or not link.url.lower().startswith("ws://")
-            or len(chunk_pattern(pipeline.stream_rate, pipeline.buffer_ms)) != 1):
+            or len(chunk_pattern(pipeline.stream_rate, pipeline.buffer_ms)) != 1
+            or (fifo_rate and len(chunk_pattern(fifo_rate, PTIME_MS)) != 1)):
         return None
     return Pump(pipeline, link)

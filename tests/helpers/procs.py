@@ -26,7 +26,7 @@ class DaemonProcess:
 
     def __init__(self, tmp: Path, esl: tuple[str, int], *, owner: str = "test-daemon",
                  password: str = "ClueCon", orphan_timeout: float = 30.0,
-                 port_base: int | None = None, extra: str = "") -> None:
+                 port_base: int | None = None, extra: str = "", native: bool = True) -> None:
         self.tmp = tmp
         self.control_port = free_port()
         self.control = f"127.0.0.1:{self.control_port}"
@@ -43,6 +43,7 @@ listen = "{self.control}"
 [media]
 port_min = {base}
 port_max = {base + 99}
+native = {"true" if native else "false"}
 [playback]
 files_dir = "{self.files}"
 [streams]
