@@ -325,7 +325,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
                      source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
                      native=ns.native, deflate=ns.deflate,
-                     streams_per_call=ns.streams_per_call)
+                     streams_per_call=ns.streams_per_call, workers=ns.workers)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams-per-call", type=int, default=1, metavar="K",
                        help="K streams on each call, fed from its one source (the cost of "
                        "the 2nd and 3rd beside the first)")
+    bench.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="the daemon runs N worker processes (run --workers N)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)
