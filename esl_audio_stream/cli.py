@@ -94,7 +94,7 @@ class _Signals:
 
 def _overrides(ns: argparse.Namespace) -> dict[str, str]:
     """The run flags as load_config overrides ("section.key" -> text): the table's one-key
-    flags (config.FLAGS), and the two that are more than one key."""
+    flags (config.FLAGS), the two that are more than one key, and --workers."""
     out: dict[str, str] = {}
     if ns.esl is not None:  # HOST[:PORT]: esl.host and, when given, esl.port
         try:
@@ -108,6 +108,8 @@ def _overrides(ns: argparse.Namespace) -> dict[str, str]:
         value = getattr(ns, flag.removeprefix("--").replace("-", "_"))
         if value is not None:
             out[key] = value
+    if ns.workers is not None:
+        out["streams.workers"] = ns.workers
     for pair in ns.stream_default:  # STREAM_X=VALUE: any [stream_defaults] key
         name, sep, value = pair.partition("=")
         if not sep or not name:
@@ -143,12 +145,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     signals, then serve until a stop signal has handed the streams over. With workers: the
     supervisor (`_supervise`), or, started by it with --worker I/N, one worker."""
     from .app.shard import WHOLE, Shard
+    from .ops.workers import die_with
     from .service import build
 
-    shard = WHOLE
-    if ns.worker is not None:
-        index, _, count = ns.worker.partition("/")
-        shard = Shard(int(index), int(count))
+    shard = Shard(*map(int, ns.worker.split("/"))) if ns.worker is not None else WHOLE
     _setup_logging(ns.verbose, f"worker {shard.index} " if shard.sharded else "")
     log = _log
     try:
@@ -162,9 +162,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.worker is None and config.workers > 1:
         return _supervise(ns, config)
     daemon, control = build(config, shard, ns.worker_dir)
-    if ns.supervisor_pid:
-        from .ops.workers import die_with
-
+    if ns.supervisor_pid:  # a worker ends with its supervisor
         die_with(ns.supervisor_pid)
     reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
     signals = _Signals(daemon, reread)
@@ -181,12 +179,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
               f"{config.control_port}: {os.strerror(exc.errno) if exc.errno else exc}",
               file=sys.stderr)
         return 2
-    if shard.sharded:
-        log.info("running: worker %d of %d, ESL %s:%d", shard.index, shard.count,
-                 config.esl_host, config.esl_port)
-    else:
-        log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host,
-                 config.esl_port, *control.address, f", config {ns.config}" if ns.config else "")
+    log.info("running: %sESL %s:%d, control %s%s", f"worker {ns.worker}, " if ns.worker else "",
+             config.esl_host, config.esl_port, "http://{}:{}".format(*control.address) if
+             ns.worker is None else "its own socket", f", config {ns.config}" if ns.config else "")
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile
