@@ -107,16 +107,21 @@ class Fleet:
     def _each(self, method: str, url: str, body: bytes | None = None,
               timeout: float = 10.0) -> dict[int, tuple[int, str]]:
         """The same request to every worker at once; those that answer."""
-        jobs = {i: gevent.spawn(ask, self._path(i), method, url, body, timeout)
-                for i in range(self.count)}
+        def one(index: int) -> tuple[int, str] | None:
+            try:
+                return ask(self._path(index), method, url, body, timeout)
+            except (OSError, http.client.HTTPException) as exc:  # being replaced: left out
+                log.debug("worker %d did not answer %s %s: %s", index, method, url, exc)
+                return None
+
+        jobs = {i: gevent.spawn(one, i) for i in range(self.count)}
         gevent.joinall(list(jobs.values()), timeout=timeout + 1)
         out = {}
         for i, job in jobs.items():
-            if job.successful():
+            if job.value is not None:
                 out[i] = job.value
             else:
                 job.kill(block=False)
-                log.debug("worker %d did not answer %s %s: %s", i, method, url, job.exception)
         return out
 
     # -- Served ---------------------------------------------------------------------------

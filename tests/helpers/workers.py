@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import gevent
+from conftest import wait_until
 
 from esl_audio_stream.ops.client import control_http
 
@@ -29,6 +30,14 @@ class WorkersProcess(DaemonProcess):
         text = self.config.read_text()
         self.config.write_text(re.sub(r'workers = "\d+"', f'workers = "{workers}"', text))
         self.workers = workers
+
+    def start(self, wait_esl: bool = True) -> float:
+        """As DaemonProcess's, and then every worker connected: N interpreters start on the
+        two cores the test suites share (the supervisor answers before its workers do)."""
+        up = super().start(wait_esl=False)
+        if wait_esl:
+            assert wait_until(self.esl_connected, 60), self.logged()
+        return up
 
     def metrics(self) -> str:
         return gevent.get_hub().threadpool.apply(
