@@ -36,10 +36,10 @@ _log = logging.getLogger("esl_audio_stream")
 PLACEHOLDER_PASSWORD = "change-me"
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, who: str = "") -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
 
 
@@ -94,7 +94,7 @@ class _Signals:
 
 def _overrides(ns: argparse.Namespace) -> dict[str, str]:
     """The run flags as load_config overrides ("section.key" -> text): the table's one-key
-    flags (config.FLAGS), and the two that are more than one key."""
+    flags (config.FLAGS), the two that are more than one key, and --workers."""
     out: dict[str, str] = {}
     if ns.esl is not None:  # HOST[:PORT]: esl.host and, when given, esl.port
         try:
@@ -108,6 +108,8 @@ def _overrides(ns: argparse.Namespace) -> dict[str, str]:
         value = getattr(ns, flag.removeprefix("--").replace("-", "_"))
         if value is not None:
             out[key] = value
+    if ns.workers is not None:
+        out["streams.workers"] = ns.workers
     for pair in ns.stream_default:  # STREAM_X=VALUE: any [stream_defaults] key
         name, sep, value = pair.partition("=")
         if not sep or not name:
@@ -140,20 +142,28 @@ def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The composition root at work: the daemon and its control endpoint (service.py), the
-    signals, then serve until a stop signal has handed the streams over."""
+    signals, then serve until a stop signal has handed the streams over. With workers: the
+    supervisor (`_supervise`), or, started by it with --worker I/N, one worker."""
+    from .app.shard import WHOLE, Shard
+    from .ops.workers import die_with
     from .service import build
 
-    _setup_logging(ns.verbose)
+    shard = Shard(*map(int, ns.worker.split("/"))) if ns.worker is not None else WHOLE
+    _setup_logging(ns.verbose, f"worker {shard.index} " if shard.sharded else "")
     log = _log
     try:
         overrides = _overrides(ns)
         config = _read_config(ns.config, overrides)
     except ConfigError as exc:
         return _config_failed(ns.config, exc)
-    if config.esl_password == PLACEHOLDER_PASSWORD:
+    if config.esl_password == PLACEHOLDER_PASSWORD and ns.worker is None:
         log.warning("esl.password is still the example's placeholder: set your own, in "
                     "event_socket.conf.xml and here")
-    daemon, control = build(config)
+    if ns.worker is None and config.workers > 1:
+        return _supervise(ns, config)
+    daemon, control = build(config, shard, ns.worker_dir)
+    if ns.supervisor_pid:  # a worker ends with its supervisor
+        die_with(ns.supervisor_pid)
     reread = None if ns.config is None else (lambda: _read_config(ns.config, overrides))
     signals = _Signals(daemon, reread)
     try:
@@ -169,8 +179,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
               f"{config.control_port}: {os.strerror(exc.errno) if exc.errno else exc}",
               file=sys.stderr)
         return 2
-    log.info("running: ESL %s:%d, control http://%s:%d%s", config.esl_host, config.esl_port,
-             *control.address, f", config {ns.config}" if ns.config else "")
+    log.info("running: %sESL %s:%d, control %s%s", f"worker {ns.worker}, " if ns.worker else "",
+             config.esl_host, config.esl_port, "http://{}:{}".format(*control.address) if
+             ns.worker is None else "its own socket", f", config {ns.config}" if ns.config else "")
     profile = os.environ.get("ESL_AUDIO_STREAM_PROFILE")  # a file for cProfile's stats
     if profile:
         import cProfile
@@ -179,6 +190,29 @@ def cmd_run(ns: argparse.Namespace) -> int:
         cProfile.runctx("result.append(signals.serve())", globals(), locals(), profile)
         return result[0]
     return signals.serve()
+
+
+def _supervise(ns: argparse.Namespace, config: DaemonConfig) -> int:
+    """`run --workers N` (ops/workers.py): the workers, the one control endpoint over them, and
+    the signals passed on to them."""
+    from .service import build_supervisor
+
+    supervisor, control = build_supervisor(config, ns.argv)
+    try:
+        control.start()
+    except OSError as exc:
+        print(f"esl-audio-stream: control.listen: cannot listen on {config.control_host}:"
+              f"{config.control_port}: {os.strerror(exc.errno) if exc.errno else exc}",
+              file=sys.stderr)
+        supervisor.stop()
+        return 2
+    _log.info("running: %d workers, ESL %s:%d, control http://%s:%d%s", supervisor.count,
+              config.esl_host, config.esl_port, *control.address,
+              f", config {ns.config}" if ns.config else "")
+    try:
+        return supervisor.serve()
+    finally:
+        control.stop()
 
 
 def _config_failed(path: str | None, exc: ConfigError) -> int:
@@ -286,7 +320,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
                      source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
                      native=ns.native, deflate=ns.deflate,
-                     streams_per_call=ns.streams_per_call)
+                     streams_per_call=ns.streams_per_call, workers=ns.workers)
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -313,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--control", help=f"control endpoint HOST:PORT (default {DEFAULT_CONTROL})")
     run.add_argument("--stream-default", action="append", default=[], metavar="STREAM_X=VALUE",
                      help="daemon-wide default for a STREAM_* channel variable (repeatable)")
+    run.add_argument("--workers", help="worker processes sharing the calls: a number, or auto "
+                     "(one per core); default 1, no supervisor")
     run.add_argument("-v", "--verbose", action="store_true")
+    # how the supervisor starts each worker (ops/workers.py)
+    run.add_argument("--worker", help=argparse.SUPPRESS)  # I/N
+    run.add_argument("--worker-dir", help=argparse.SUPPRESS)
+    run.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="print an example configuration or check a file")
@@ -381,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams-per-call", type=int, default=1, metavar="K",
                        help="K streams on each call, fed from its one source (the cost of "
                        "the 2nd and 3rd beside the first)")
+    bench.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="the daemon runs N worker processes (run --workers N)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)
@@ -395,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    ns.argv = list(sys.argv[1:] if argv is None else argv)  # the workers' command line
     return ns.func(ns)
 
 

@@ -166,6 +166,24 @@ def _subprotocol(value: str) -> str | None:
     return None
 
 
+#: The most worker processes `streams.workers` may ask for.
+MAX_WORKERS = 256
+
+
+def _workers(value: str) -> str | None:
+    """`auto` (one per core) or a number of worker processes."""
+    text = value.strip().lower()
+    if text == "auto" or (text.isdigit() and 1 <= int(text) <= MAX_WORKERS):
+        return None
+    return f"`auto` or a number from 1 to {MAX_WORKERS}, got {value!r}"
+
+
+def worker_count(value: str) -> int:
+    """A checked `streams.workers` value as a number (`auto`: the cores of this machine)."""
+    text = value.strip().lower()
+    return max(1, os.cpu_count() or 1) if text == "auto" else int(text)
+
+
 def _control_address(value: str) -> tuple[str, int]:
     return parse_hostport(value, CONTROL_PORT)
 
@@ -312,6 +330,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streams.owner", "owner", str, "", _owner, restart=True, optional=True,
             note="This daemon's name in FreeSWITCH (its streams carry it; another daemon on the "
                  "same\nFreeSWITCH never takes them). Empty: <hostname>:<control port>."),
+    # `run --workers N`: one supervisor and N daemons sharing the calls (ops/workers.py).
+    # Read once, by the supervisor (a SIGHUP re-reads the file in each worker, which has no use
+    # for it); `run --workers` gives it too (cli.py).
+    Setting("streams.workers", "workers", str, "1", _workers, convert=worker_count,
+            comment="worker processes sharing the calls: a number, or \"auto\" (one a core)"),
     Setting("streams.orphan_timeout", "orphan_timeout", float, 30.0, _above(0, 86400),
             comment="a stream left without a daemon this long is ended, not carried on"),
     # STREAM_PROTOCOL=twilio: the accountSid of every start and stop message.

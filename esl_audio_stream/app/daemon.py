@@ -13,6 +13,7 @@ import gc
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import gevent
@@ -38,6 +39,7 @@ from .outbox import Fire, Kept, Outbox, Send, Wait
 from .reconcile import Reconciler, start_of
 from .registry import Streams
 from .resume import StreamRecord
+from .shard import WHOLE, Shard
 from .stats import Counters
 from .tls import ssl_context_for
 
@@ -67,9 +69,13 @@ class Attached(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig | None = None) -> None:
+    def __init__(self, config: DaemonConfig | None = None, shard: Shard = WHOLE) -> None:
         self.config = config or DaemonConfig()
         cfg = self.config
+        self.shard = shard  # the calls it owns: all, or a worker's share (app/shard.py)
+        #: A worker's: a command FreeSWITCH sent for another worker's call, to that worker.
+        self.hand_intake: Callable[[intake.Intake, events.CallState], None] | None = None
+        self.events_seen = self.events_foreign = 0  # a worker's: another's calls' (0: filtered)
         self.esl = ESLConnection(
             cfg.esl_host,
             cfg.esl_port,
@@ -78,12 +84,13 @@ class Daemon:
             on_connect=self._on_esl_connect,
             command_timeout=cfg.esl_timeout,
             backoff_max=1.0,  # back within a second of FreeSWITCH: the streams wait for it
+            filters=shard.filters(),  # a worker's calls only (app/shard.py)
         )
         # Our own events too: one routed through a parked channel is confirmed when it comes
         # back, and fired again if the channel never fires it (see outbox.py).
         self.esl.subscribe(*CHANNEL_EVENTS, "DTMF", *intake.SUBSCRIPTIONS, *events.SUBCLASSES,
                            *audio_fork.SUBCLASSES, intake.REPLY_SUBCLASS)
-        self.ports = PortPool(cfg.fs_port_min, cfg.fs_port_max, probe_host=cfg.fs_media_host)
+        self.ports: PortPool = shard.ports(cfg.fs_port_min, cfg.fs_port_max, cfg.fs_media_host)
         #: The streams, by call and name (app/registry.py); as a Mapping, each call's first.
         self.streams = Streams()
         #: This daemon's name in FreeSWITCH: its streams' records carry it (app/resume.py).
@@ -126,7 +133,9 @@ class Daemon:
         """What the daemon holds now and what it carried over restarts (read at scrape time:
         counting the greenlets walks the heap)."""
         r = self.reconciler
-        return {"ports_in_use": self.ports.in_use, "ports_held": self.ports.held,
+        worker = ({"esl_events": self.events_seen, "esl_events_foreign": self.events_foreign}
+                  if self.shard.sharded else {})
+        return {**worker, "ports_in_use": self.ports.in_use, "ports_held": self.ports.held,
                 # type(), not isinstance(): the heap holds weakref proxies, and asking a dead
                 # one for its class raises ReferenceError
                 "greenlets": sum(1 for o in gc.get_objects()
@@ -141,7 +150,8 @@ class Daemon:
         ssl_context_for(self.config.stream_defaults)  # checks the files, pays the ~50 ms once
         # no audio file survives a restart; a FIFO FreeSWITCH may still record into waits for
         # the reconcile after connecting (the stream is carried on, or its files go)
-        removed = clean_base(self.config.files_dir, spare_fifos=True)
+        removed = clean_base(self.config.files_dir, spare_fifos=True,
+                             keep=self.shard.foreign(self.config.files_dir))
         if removed:
             log.info("removed %d call directories left by a previous run", removed)
         self.keeper.start()
@@ -360,6 +370,10 @@ class Daemon:
 
     def _on_event(self, event: Event) -> None:
         name = event.name
+        if self.shard.sharded:
+            self.events_seen += 1
+            if not self.shard.expected(name, event.uuid, event.subclass):
+                self.events_foreign += 1
         if name == "DTMF":
             # to the call's CallAudio: each press once, to each of its streams
             self.keys.route(event.headers, self.streams.audio, self.calls.tap_owners,
@@ -371,14 +385,15 @@ class Daemon:
                 self.outbox.came_back(seq)
                 return
             found = intake.from_event(event)
-            if found is not None:
-                self._intake.spawn(self._run_intake, found, initial_state(event.headers))
+            if found is not None and self.shard.intake:
+                self._route_intake(found, initial_state(event.headers))
             return
-        if name == "CHANNEL_PARK" and event.uuid not in self._auto_started:
+        if (name == "CHANNEL_PARK" and event.uuid not in self._auto_started
+                and self.shard.intake):
             found = intake.auto_start(event)
             if found is not None:
                 self._auto_started.add(event.uuid)
-                self._intake.spawn(self._run_intake, found, events.CallState.PARKED)
+                self._route_intake(found, events.CallState.PARKED)
         elif name == "CHANNEL_DESTROY":
             self._auto_started.discard(event.uuid)
             self.fork.call_gone(event.uuid)
@@ -402,6 +417,18 @@ class Daemon:
             elif name in ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"):
                 stream.on_call_event(name, event.get("Application", ""),
                                      event.get("Application-Data", ""))
+
+    def _route_intake(self, found: intake.Intake, state: events.CallState) -> None:
+        """Here, or handed to the worker owning the call (its reply comes back to it)."""
+        if self.hand_intake is not None and not self.shard.owns(found.uuid):
+            self._intake.spawn(self.hand_intake, found, state)
+        else:
+            self.take_intake(found, state)
+
+    def take_intake(self, found: intake.Intake, state: events.CallState) -> None:
+        """A command FreeSWITCH sent, to run (from this daemon's events, or handed over by the
+        intake worker)."""
+        self._intake.spawn(self._run_intake, found, state)
 
     def _run_intake(self, found: intake.Intake, state: events.CallState) -> None:
         """Run a command that came from FreeSWITCH; answer with an esl_audio_stream::reply."""

@@ -9,7 +9,10 @@ streams and FreeSWITCH agree.
   the owner showed it was alive within `orphan_timeout`; ended (FreeSWITCH told to stop sending,
   taps killed, disconnect event) when the owner was away longer -- rather than carried on into a
   stale endpoint; forgotten (index entry and files removed, disconnect event) when its call
-  ended meanwhile.
+  ended meanwhile. A worker (`run --workers N`) takes only its own calls' streams (app/shard.py):
+  the owner in the record is the daemon, the worker is the call's shard, so a worker's
+  replacement carries on exactly its streams, and a run with another N carries each stream on
+  in the worker that owns it now.
 
 Its greenlet is the daemon's; one run at a time.
 """
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .config import DaemonConfig
     from .keeper import Keeper
     from .registry import Streams
+    from .shard import Shard
 
 
 class Reconciled(Protocol):
@@ -45,6 +49,7 @@ class Reconciled(Protocol):
     keeper: Keeper
     calls: Calls
     owner: str
+    shard: Shard
     streams: Streams
     closing: bool
 
@@ -83,7 +88,7 @@ class Reconciler:
         away = time.time() - index.alive if index.alive is not None else float("inf")
         d.keeper.beat()
         for uuid in index.uuids:
-            if d.streams.busy(uuid) or d.closing:
+            if d.streams.busy(uuid) or d.closing or not d.shard.owns(uuid):
                 continue
             try:
                 records = d.keeper.records(uuid)
@@ -103,8 +108,8 @@ class Reconciler:
         # what no stream claims: left by a process that died (start-up spares FIFOs for us);
         # a recording still going into such a FIFO is stopped (a process killed in the middle
         # of a stop), or FreeSWITCH would record into the void until the call ends
-        clean_base(d.config.files_dir, keep=set(d.streams) | d.streams.starting_calls(),
-                   on_fifo=self._stop_recording)
+        keep = set(d.streams) | d.streams.starting_calls() | d.shard.foreign(d.config.files_dir)
+        clean_base(d.config.files_dir, keep=keep, on_fifo=self._stop_recording)
 
     def _stop_recording(self, uuid: str, fifo: str) -> None:
         """That recording only (the path is ours): the user's own go on. An answer of -ERR (none

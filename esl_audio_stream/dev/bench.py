@@ -39,6 +39,20 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _workers_of(supervisor: int) -> list[int]:
+    """The pids of `run --workers N`'s workers (its children started with --worker)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor and b"--worker" in argv:
+            out.append(int(entry))
+    return sorted(out)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,7 +104,8 @@ def run_sink(port_file: str, result_file: str, deflate: bool = False) -> int:
 def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
               protocol: str = "mod_audio_stream", encoding: str = "l16",
-              native: bool = True, deflate: bool = False, streams_per_call: int = 1) -> int:
+              native: bool = True, deflate: bool = False, streams_per_call: int = 1,
+              workers: int = 1) -> int:
     """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
     the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
     taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
@@ -99,7 +114,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     the daemon's [media] native; `deflate`: the sink accepts permessage-deflate.
     `streams_per_call` K: K named streams on each call (`<uuid>@s<k>`), each to its own sink
     path, all fed from the call's one source: what the 2nd and 3rd stream cost beside the
-    first."""
+    first. `workers` N: the daemon runs N worker processes (`run --workers N`); its CPU is
+    theirs and the supervisor's, summed (and each worker's is shown)."""
     k_streams = max(1, streams_per_call)
     import gevent
 
@@ -116,7 +132,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                              str(port_file), str(result_file), *(["deflate"] if deflate else [])])
     daemon = subprocess.Popen(
         [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
-         "{}:{}".format(*sim.address), "--control", control],
+         "{}:{}".format(*sim.address), "--control", control, "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
         # its own files (and FIFOs), not the shared temporary directory's
         env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files"),
@@ -137,8 +153,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         if not _listening(control, 30):
             print("the daemon's control server did not start")
             return 1
-        gevent.sleep(1.0)
-        rss0 = _rss_kib(daemon.pid)
+        gevent.sleep(1.0 if workers == 1 else 3.0)  # N interpreters start on the cores there are
+        procs = [daemon.pid, *(_workers_of(daemon.pid) if workers > 1 else [])]
+        rss0 = sum(_rss_kib(pid) for pid in procs)
         uuids = []
         for _ in range(calls):
             answer = esl.api(f"originate {{channel_rate={channel_rate},sim_record_times=true,"
@@ -154,12 +171,13 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                                     (control, f"{uuid}{name} start {url} {mix} {rate}"))
                 failed += not answer.startswith("+OK")
         gevent.sleep(1.0)  # settle
-        (u1, s1), sim_cpu1, t1 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
+        each1, sim_cpu1, t1 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
         sink_cpu1 = _cpu_seconds(sink.pid)
         gevent.sleep(seconds)
-        (u2, s2), sim_cpu2, t2 = _cpu_times(daemon.pid), time.process_time(), time.monotonic()
+        each2, sim_cpu2, t2 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
         sink_cpu2 = _cpu_seconds(sink.pid)
-        rss1 = _rss_kib(daemon.pid)
+        rss1 = sum(_rss_kib(pid) for pid in procs)
+        (u1, s1), (u2, s2) = ([sum(t[i] for t in each) for i in (0, 1)] for each in (each1, each2))
         rows = json.loads(pool.apply(_get_streams, (control,)))
         senders = {u: _sender(sim, u) for u in uuids}  # a recording is gone once stopped
         for uuid in uuids:
@@ -211,6 +229,11 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)"
           + (f"; per stream-second {1000 * (cpu2 - cpu1) / stream_seconds:.3f} ms"
              if k_streams > 1 else ""))
+    if workers > 1:
+        per = ", ".join(f"{100 * (sum(b) - sum(a)) / (t2 - t1):.0f}%"
+                        for a, b in zip(each1, each2, strict=True))
+        print(f"processes                 {workers} workers (the daemon's CPU above is theirs "
+              f"and the supervisor's): {per} of one core, supervisor first")
     print(f"load generator CPU         simulator {100 * (sim_cpu2 - sim_cpu1) / (t2 - t1):.0f}%, "
           f"sink {100 * (sink_cpu2 - sink_cpu1) / (t2 - t1):.0f}% of one core (2 cores in all)")
     print(f"frames                    {frames_in} in, {dropped} dropped by the daemon, "

@@ -14,7 +14,7 @@ import random
 import socket as _socket
 import time
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gevent
 from gevent import socket
@@ -32,6 +32,7 @@ from .protocol import (
     cmd_bgapi,
     cmd_event_plain,
     cmd_exit,
+    cmd_filter,
     cmd_sendevent,
     cmd_sendmsg,
 )
@@ -100,6 +101,7 @@ class ESLConnection:
         reconnect: bool = True,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
+        filters: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -120,6 +122,8 @@ class ESLConnection:
         self._waiters = Waiters()
         self._write_lock = Semaphore()
         self._subs = Subscriptions()
+        #: ``filter`` pairs sent on every connection before the subscription (app/shard.py)
+        self._filters = tuple(filters)
         self._runner: gevent.Greenlet | None = None
         self._callbacks = Group()
         self._stopping = False
@@ -320,6 +324,11 @@ class ESLConnection:
         reply = self._read_reply(sock, parser)
         if not reply.reply_text.startswith("+OK"):
             raise ESLAuthError(reply.reply_text or reply.content_type)
+        for header, value in self._filters:  # before any event is asked for
+            sock.sendall(cmd_filter(header, value))
+            reply = self._read_reply(sock, parser)
+            if not reply.reply_text.startswith("+OK"):
+                raise ESLProtocolError(f"filter {header} refused: {reply.reply_text}")
         version = -1
         while version != self._subs.version:  # subscribe() may add names while we wait
             version = self._subs.version

@@ -28,6 +28,7 @@ __all__ = [
     "cmd_bgapi",
     "cmd_event_plain",
     "cmd_exit",
+    "cmd_filter",
     "cmd_sendevent",
     "cmd_sendmsg",
 ]
@@ -243,6 +244,16 @@ def cmd_bgapi(command: str, job_uuid: str | None = None) -> bytes:
         return f"bgapi {command}\n\n".encode()
     _check("Job-UUID", job_uuid)
     return f"bgapi {command}\nJob-UUID: {job_uuid}\n\n".encode()
+
+
+def cmd_filter(header: str, value: str) -> bytes:
+    """``filter <header> <value>``: the connection gets only events that some filter matches (a
+    value in slashes is a regular expression)."""
+    _check("filter header", header)
+    _check("filter value", value)
+    if not header or " " in header:
+        raise CommandInjectionError("an ESL filter header is one word")
+    return f"filter {header} {value}\n\n".encode()
 
 
 def cmd_event_plain(*names: str) -> bytes:

@@ -9,6 +9,8 @@ private line protocol, so curl and Prometheus work, and timeouts and framing com
     GET  /metrics                                            -> Prometheus text format
     GET  /status                                             -> the live status page (HTML)
     GET  /status/feed            WebSocket                   -> the page's rows, 4 times a second
+    POST /intake                 JSON (a worker's private endpoint only) -> a command FreeSWITCH
+                                 sent, handed over by the intake worker (ops/fleet.py)
 
 With `control_token` set, every request needs `Authorization: Bearer <token>`, except /metrics
 when `metrics_public` is true. A browser cannot put headers on a page load or a WebSocket, so the
@@ -20,8 +22,10 @@ A request whose Origin header is not this endpoint's own is refused (another sit
 read the feed or post a command); without a token, so is a Host header that is not loopback (a
 DNS-rebinding page cannot either).
 
-It serves a `Controlled` (the daemon, handed over by whoever builds both: service.py), never
-importing the daemon itself.
+It serves a `Served`: one daemon's (`OneDaemon`, over a `Controlled`, handed over by whoever
+builds both: service.py), or, in the supervisor of `run --workers N`, the workers' together
+(ops/fleet.py). It never imports the daemon itself. A worker's own endpoint listens on a unix
+socket in the supervisor's private directory instead of host:port.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +43,7 @@ from importlib import resources
 from typing import Protocol
 from urllib.parse import parse_qs, quote, unquote
 
+from gevent import socket as gsocket
 from gevent.pywsgi import WSGIServer
 from gevent.socket import wait_read
 from geventwebsocket.exceptions import WebSocketError
@@ -52,6 +58,7 @@ API_PREFIX = "/api/"
 #: The commands the daemon answers: mod_audio_stream's, and jambonz's mod_audio_fork's.
 APIS = ("uuid_audio_stream", "uuid_audio_fork")
 DRAIN_PATH = "/drain"
+INTAKE_PATH = "/intake"
 PAGE_PATH = "/status"
 FEED_PATH = "/status/feed"
 COOKIE = "eas_token"
@@ -95,22 +102,82 @@ class Controlled(metrics.Observed, Protocol):
         ...
 
 
+class Served(Protocol):
+    """What the endpoint answers from: commands, the rows, the metrics' text."""
+
+    @property
+    def esl_connected(self) -> bool: ...
+    def execute(self, args: str | bytes, api: str = APIS[0]) -> str: ...
+    def drain(self) -> tuple[bool, int]:
+        """End every stream cleanly, refuse new ones: (all ended in time, how many there were
+        or are left)."""
+        ...
+    def rows(self, level: bool = False, seen: dict[str, int] | None = None) -> list[dict]: ...
+    def metrics(self) -> bytes: ...
+
+
+class OneDaemon:
+    """One daemon, served (the daemon without workers, and each worker's own endpoint)."""
+
+    def __init__(self, daemon: Controlled) -> None:
+        self.daemon = daemon
+        self._registry = metrics.registry_for(daemon)
+
+    @property
+    def esl_connected(self) -> bool:
+        return self.daemon.esl_connected
+
+    def execute(self, args: str | bytes, api: str = APIS[0]) -> str:
+        return self.daemon.execute(args, api)
+
+    def drain(self) -> tuple[bool, int]:
+        n = self.daemon.streams.count
+        if self.daemon.drain(then_stop=False):
+            return True, n
+        return False, self.daemon.streams.count
+
+    def rows(self, level: bool = False, seen: dict[str, int] | None = None) -> list[dict]:
+        return status.rows(self.daemon.streams.all(), time.monotonic(), level=level, seen=seen)
+
+    def metrics(self) -> bytes:
+        return metrics.render(self._registry)
+
+
+def unix_listener(path: str) -> gsocket.socket:
+    """A listening unix socket at `path` (one left by a process that died is replaced)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(64)
+    return sock
+
+
 class ControlServer:
-    def __init__(self, daemon: Controlled, host: str, port: int, *, token: str | None = None,
-                 metrics_public: bool = True) -> None:
+    def __init__(self, daemon: Controlled | None, host: str, port: int, *,
+                 token: str | None = None, metrics_public: bool = True,
+                 served: Served | None = None, unix: str | None = None,
+                 intake: Callable[[bytes], str] | None = None) -> None:
         """`token` and `metrics_public` need a restart to change (config.RESTART_FIELDS), so
-        they are taken once here."""
-        if not is_loopback(host) and not token:
+        they are taken once here. `served`: what to serve instead of `daemon` (the workers');
+        `unix`: listen on that unix socket, not host:port (a worker's own endpoint); `intake`:
+        answers POST /intake there."""
+        if unix is None and not is_loopback(host) and not token:
             raise ValueError(f"the control endpoint on {host} (not loopback) needs a token "
                              "([control] token)")
+        if served is None:
+            assert daemon is not None
+            served = OneDaemon(daemon)
         self.daemon = daemon
+        self.served = served
+        self._intake = intake
         self._token = token or ""
         self._metrics_public = metrics_public
         self._closing = False
         self.feeds = 0  # status pages connected now
-        self._registry = metrics.registry_for(daemon)
         self._page = resources.files(__package__).joinpath("static/status.html").read_bytes()
-        self._server = WSGIServer((host, port), self._app, log=None, error_log=log,
+        listener = unix_listener(unix) if unix is not None else (host, port)
+        self._server = WSGIServer(listener, self._app, log=None, error_log=log,
                                   handler_class=_Handler)
         self._server.logger = logging.getLogger(__name__ + ".ws")  # gevent-websocket's logger
         self._server.pre_start_hook = self._plain_http
@@ -191,7 +258,7 @@ class ControlServer:
         if path == "/metrics" and method == "GET":
             if token and not self._metrics_public and not self._bearer_ok(environ):
                 return _unauthorized(start_response)
-            return _reply_bytes(start_response, "200 OK", metrics.render(self._registry),
+            return _reply_bytes(start_response, "200 OK", self.served.metrics(),
                                 metrics.CONTENT_TYPE)
         if token and not self._bearer_ok(environ):
             return _unauthorized(start_response)
@@ -204,15 +271,22 @@ class ControlServer:
             if not 0 <= length <= MAX_BODY:
                 return _reply(start_response, "413 Payload Too Large", "-ERR command too long\n")
             args = environ["wsgi.input"].read(length)
-            return _reply(start_response, "200 OK", self.daemon.execute(args, api))
+            return _reply(start_response, "200 OK", self.served.execute(args, api))
+        if path == INTAKE_PATH and method == "POST" and self._intake is not None:
+            body = environ["wsgi.input"].read(min(int(environ.get("CONTENT_LENGTH") or 0),
+                                                  MAX_BODY))
+            return _reply(start_response, "200 OK", self._intake(body))
         if path == DRAIN_PATH and method == "POST":
-            n = self.daemon.streams.count
-            if self.daemon.drain(then_stop=False):
+            drained, n = self.served.drain()
+            if drained:
                 return _reply(start_response, "200 OK", f"+OK drained {n} streams\n")
-            return _reply(start_response, "200 OK", f"-ERR {self.daemon.streams.count} streams "
+            return _reply(start_response, "200 OK", f"-ERR {n} streams "
                           "did not end within drain_timeout\n")
         if path == "/streams" and method == "GET":
-            rows = status.rows(self.daemon.streams.all(), time.monotonic())
+            if "feed=1" in environ.get("QUERY_STRING", ""):  # what the page's feed sends
+                body = {"esl": self.served.esl_connected, "streams": self.served.rows(True)}
+                return _reply(start_response, "200 OK", json.dumps(body), "application/json")
+            rows = self.served.rows()
             return _reply(start_response, "200 OK", json.dumps(rows), "application/json")
         if path == "/" and method == "GET":
             return _reply(start_response, "303 See Other", "", extra=[("Location", PAGE_PATH)])
@@ -227,13 +301,12 @@ class ControlServer:
         sock = ws.handler.socket
         sock.settimeout(FEED_SEND_TIMEOUT)  # bounds every send, and the close frame after
         seen: dict[str, int] = {}
-        daemon = self.daemon
+        served = self.served
         self.feeds += 1
         try:
             while not self._closing:
-                rows = status.rows(daemon.streams.all(), time.monotonic(), level=True,
-                                   seen=seen)
-                ws.send(json.dumps({"esl": daemon.esl_connected, "streams": rows,
+                rows = served.rows(level=True, seen=seen)
+                ws.send(json.dumps({"esl": served.esl_connected, "streams": rows,
                                     "columns": status.COLUMNS}))
                 try:
                     wait_read(sock.fileno(), timeout=FEED_INTERVAL)

@@ -6,6 +6,11 @@ them when Prometheus scrapes: the live streams, what ended streams left behind
 (`Counters.add_ended`, so counters never go down when a call hangs up) and the daemon-level
 counters of rare events (started, ended by reason, error and disconnect events by code). It reads
 them through `Observed`, a small interface the daemon meets; it never imports the daemon.
+
+With workers (`run --workers N`), the supervisor's /metrics is `merge` of theirs: each series
+labelled `worker="<i>"`, not summed -- a worker replaced starts its counters from 0, which
+Prometheus reads as that one series' reset (a sum would fall, and read as the whole daemon's);
+`sum without (worker) (rate(...))` is the daemon's.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ RESOURCES = {
                                     "ended, not carried on."),
     "streams_forgotten": ("counter", "Streams whose calls ended while no daemon ran."),
     "records_written": ("counter", "Stream records written on their calls (crash-only)."),
+    "esl_events": ("counter", "Events this worker's ESL connection brought (workers only)."),
+    "esl_events_foreign": ("counter", "Of them, events about another worker's calls: 0 while "
+                                      "FreeSWITCH applies the worker's filters."),
 }
 
 
@@ -143,4 +151,40 @@ def registry_for(daemon: Observed) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     """The text exposition format."""
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of families made already (the workers', merged)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def merge(texts: Mapping[int, str], restarts: Mapping[int, int],
+          up: Mapping[int, bool]) -> bytes:
+    """The workers' texts (by worker) as one, each series labelled with its worker, and the
+    supervisor's own series (see the module docstring)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    for worker, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            into = families.get(family.name)
+            if into is None:
+                into = families[family.name] = Metric(family.name, family.documentation,
+                                                      family.type, family.unit)
+            label = str(worker)
+            into.samples.extend(sample._replace(labels={**sample.labels, "worker": label})
+                                for sample in family.samples)
+    mine = [_labelled(GaugeMetricFamily, "worker_up", "1 while the worker process runs.",
+                      "worker", sorted((i, int(v)) for i, v in up.items())),
+            _labelled(CounterMetricFamily, "worker_restarts", "Worker processes that died and "
+                      "were replaced.", "worker", sorted(restarts.items())),
+            _gauge("workers", "Worker processes the daemon runs (streams.workers).", len(up))]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed([*families.values(), *mine]))
     return generate_latest(registry)

@@ -94,9 +94,12 @@ def _cell(value: Any) -> str:
 
 
 def format_table(table: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
-    """A plain-text table, columns aligned; numbers to the right."""
+    """A plain-text table, columns aligned; numbers to the right. The rows of a daemon with
+    workers (ops/fleet.py) say which worker carries each stream: a last column."""
     if not table:
         return "no live streams\n"
+    if "worker" in table[0] and "worker" not in columns:
+        columns = (*columns, "worker")
     cells = [[_key(r) if c == "uuid" and r.get("name") else _cell(r.get(c, ""))
               for c in columns] for r in table]  # a named stream: uuid@name
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]

@@ -1,0 +1,238 @@
+"""`run --workers N`: a supervisor and N worker daemons that look like one daemon from outside.
+
+Real processes and signals: the supervisor runs as a child process (`run --config`, with
+`streams.workers`), its workers as its children; FreeSWITCH is the simulator in this process, the
+endpoint a real `websockets` server. The calls are made with chosen uuids (their last two hex
+digits say which worker owns them: app/shard.py), so each worker gets its share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid as _uuid
+
+import gevent
+import pytest
+from conftest import wait_until
+from helpers.procs import CLI
+from helpers.workers import WorkersProcess, alive, value
+from wspeer import WSPeer
+
+from esl_audio_stream.app import events, intake
+from esl_audio_stream.app.shard import shard_of
+from esl_audio_stream.dev.simulator import Simulator
+from esl_audio_stream.esl.connection import ESLConnection
+
+OK = "+OK Success\n"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = Simulator(port=0, extensions={"1000": "tone:440"})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def esl(sim):
+    seen: list = []
+    conn = ESLConnection(*sim.address, "ClueCon", on_event=seen.append)
+    conn.seen = seen
+    conn.subscribe("CUSTOM", intake.REPLY_SUBCLASS, events.CONNECT, events.DISCONNECT)
+    conn.start()
+    assert conn.wait_connected(5)
+    try:
+        yield conn
+    finally:
+        conn.stop()
+
+
+@pytest.fixture(scope="module")
+def peer():
+    p = WSPeer().start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, sim):
+    """Two workers, shared by the tests that leave them as they found them."""
+    d = WorkersProcess(tmp_path_factory.mktemp("fleet"), sim.address, owner="workers-shared",
+                       port_base=14000 + (os.getpid() % 10) * 100)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def call_uuid(tail: int) -> str:
+    """A uuid whose last byte is `tail`: worker tail % N's call."""
+    return str(_uuid.uuid4())[:-2] + f"{tail:02x}"
+
+
+def parked(esl, uuid: str, variables: str = "") -> str:
+    answer = esl.api(f"originate {{origination_uuid={uuid},channel_rate=8000{variables}}}"
+                     "loopback/1000/default &park()")
+    assert answer.startswith("+OK"), answer
+    assert wait_until(lambda: esl.api(f"uuid_getvar {uuid} current_application") == "park")
+    return uuid
+
+
+def conns(peer: WSPeer, path: str) -> list:
+    return [c for c in peer.connections if c.path == path]
+
+
+def streaming(peer: WSPeer, path: str, connections: int = 1, frames: int = 3) -> bool:
+    c = conns(peer, path)
+    return len(c) == connections and len(c[-1].binary) >= frames
+
+
+def owners(daemon: WorkersProcess) -> dict[str, int]:
+    return {(f"{r['uuid']}@{r['name']}" if r["name"] else r["uuid"]): r["worker"]
+            for r in daemon.streams()}
+
+
+def test_two_workers_share_the_calls_and_each_hears_only_its_own(esl, peer, fleet):
+    uuids = [parked(esl, call_uuid(tail)) for tail in range(4)]  # workers 0, 1, 0, 1
+    for i, uuid in enumerate(uuids):
+        assert fleet.ctl(f"{uuid} start {peer.url(f'/a{i}')} mono 8k") == OK
+    for i in range(4):
+        assert wait_until(lambda i=i: streaming(peer, f"/a{i}"), 5)
+    assert owners(fleet) == {u: shard_of(u, 2) for u in uuids} and set(owners(fleet).values()) \
+        == {0, 1}
+    text = fleet.metrics()
+    for worker in (0, 1):
+        assert value(text, "esl_audio_stream_streams_active", worker) == 2
+        assert value(text, "esl_audio_stream_esl_events_total", worker) > 0
+        # FreeSWITCH filtered each worker's connection to its own calls
+        assert value(text, "esl_audio_stream_esl_events_foreign_total", worker) == 0
+    assert value(text, "esl_audio_stream_workers") == 2
+    table = gevent.get_hub().threadpool.apply(subprocess.run, ([*CLI, "status", "--control",
+                                                                fleet.control],),
+                                              {"capture_output": True, "text": True}).stdout
+    assert table.splitlines()[0].split()[-1] == "WORKER" and len(table.splitlines()) == 5
+    assert text.count("# TYPE esl_audio_stream_frames_in_total counter") == 1
+
+    # commands through the one endpoint reach the call's worker
+    one = uuids[1]
+    assert fleet.ctl(f"{one} pause") == OK
+    assert wait_until(lambda: [r["paused"] for r in fleet.streams() if r["uuid"] == one]
+                      == [True], 3)
+    assert fleet.ctl(f"{one} resume") == OK
+    assert wait_until(lambda: [r["paused"] for r in fleet.streams() if r["uuid"] == one]
+                      == [False], 3)
+    assert fleet.ctl(f"{one}@two start {peer.url('/two')} mono 8k") == OK  # a second stream
+    assert wait_until(lambda: streaming(peer, "/two"), 5)
+    assert owners(fleet)[f"{one}@two"] == 1
+    for uuid in [*uuids, f"{one}@two"]:
+        assert fleet.ctl(f"{uuid} stop") == OK
+    assert wait_until(lambda: fleet.streams() == [], 5)
+    assert all(c.closed.is_set() and c.close_code == 1000 for c in peer.connections)
+    assert fleet.ctl(f"{uuids[3]} stop").startswith(f"-ERR no audio stream on {uuids[3]}")
+    for uuid in uuids:
+        esl.api(f"uuid_kill {uuid}")
+
+
+def replies(esl, uuid: str) -> list:
+    return [e for e in esl.seen if e.subclass == intake.REPLY_SUBCLASS
+            and e.get("Audio-Stream-UUID") == uuid]
+
+
+def test_auto_start_and_the_command_event_reach_each_worker(esl, peer, fleet):
+    auto = [parked(esl, call_uuid(tail), f",AUDIO_STREAM_URL={peer.url(f'/auto{tail}')}")
+            for tail in (4, 5)]  # worker 0's and worker 1's
+    for tail in (4, 5):
+        assert wait_until(lambda t=tail: streaming(peer, f"/auto{t}"), 5)
+    by_event = [parked(esl, call_uuid(tail)) for tail in (6, 7)]
+    for tail, uuid in zip((6, 7), by_event, strict=True):
+        esl.sendevent("CUSTOM", {"Event-Subclass": intake.COMMAND_SUBCLASS,
+                                 "Command": f"{uuid} start {peer.url(f'/ev{tail}')} mono 8k"})
+        assert wait_until(lambda u=uuid: replies(esl, u), 5)
+        assert replies(esl, uuid)[0].body == OK.encode()
+        assert wait_until(lambda t=tail: streaming(peer, f"/ev{t}"), 5)
+    assert owners(fleet) == {u: shard_of(u, 2) for u in auto + by_event}
+    # through the call (Unique-ID): the owner's reply is routed back through its channel
+    esl.sendevent("CUSTOM", {"Event-Subclass": intake.COMMAND_SUBCLASS,
+                             "Unique-ID": by_event[1], "Command": f"{by_event[1]} stop"})
+    assert wait_until(lambda: len(replies(esl, by_event[1])) == 2, 5)
+    assert replies(esl, by_event[1])[1].body == OK.encode()
+    assert wait_until(lambda: conns(peer, "/ev7")[0].closed.is_set(), 5)
+    for uuid in auto + by_event:
+        esl.api(f"uuid_kill {uuid}")
+    assert wait_until(lambda: fleet.streams() == [], 5)
+
+
+def test_workers_crash_only(tmp_path, esl, peer, sim):
+    """A killed worker is replaced and carries its streams on while the other's never stop; a
+    killed supervisor leaves no worker; the next run, with 3 workers, carries every stream on
+    in its new owner; SIGTERM hands over, and 2 workers carry them on again."""
+    fleet = WorkersProcess(tmp_path, sim.address, owner="workers-crash",
+                           port_base=15000 + (os.getpid() % 10) * 100)
+    try:
+        fleet.start()
+        uuids = [parked(esl, call_uuid(tail)) for tail in range(6)]
+        paths = {uuid: f"/c{i}" for i, uuid in enumerate(uuids)}
+        for uuid, path in paths.items():
+            assert fleet.ctl(f"{uuid} start {peer.url(path)} mono 8k META") == OK
+        for path in paths.values():
+            assert wait_until(lambda p=path: streaming(peer, p), 5)
+        mine = {1: [u for u in uuids if shard_of(u, 2) == 1],
+                0: [u for u in uuids if shard_of(u, 2) == 0]}
+
+        # SIGKILL worker 1: replaced, its streams back at their endpoints
+        pids = fleet.worker_pids()
+        assert set(pids) == {0, 1}
+        os.kill(pids[1], signal.SIGKILL)
+        assert wait_until(lambda: fleet.worker_pids().get(1, pids[1]) != pids[1], 10)
+        for uuid in mine[1]:
+            assert wait_until(lambda p=paths[uuid]: streaming(peer, p, 2), 10), uuid
+        counts = {u: len(conns(peer, paths[u])[0].binary) for u in mine[0]}
+        gevent.sleep(0.3)
+        for uuid in mine[0]:  # worker 0's streams never stopped
+            assert len(conns(peer, paths[uuid])) == 1
+            assert len(conns(peer, paths[uuid])[0].binary) > counts[uuid]
+        assert fleet.worker_pids()[0] == pids[0]
+        assert value(fleet.metrics(), "esl_audio_stream_worker_restarts_total", 1) == 1
+        assert wait_until(lambda: len(fleet.streams()) == 6, 5)
+
+        # SIGKILL the supervisor: its workers go with it
+        workers = list(fleet.worker_pids().values())
+        fleet.kill()
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 10)
+        have = {u: len(conns(peer, paths[u])) for u in uuids}
+
+        # the next run, with 3 workers: each stream carried on by its owner now
+        fleet.set_workers(3)
+        fleet.start()
+        for uuid in uuids:
+            assert wait_until(lambda u=uuid: streaming(peer, paths[u], have[u] + 1), 10), uuid
+            assert conns(peer, paths[uuid])[-1].messages[0] == "META"
+        assert wait_until(lambda: owners(fleet) == {u: shard_of(u, 3) for u in uuids}, 5)
+        assert set(owners(fleet).values()) == {0, 1, 2}
+
+        # SIGTERM: handed over (close 1001), every worker gone, the supervisor exits 0
+        workers = list(fleet.worker_pids().values())
+        assert len(workers) == 3
+        fleet.signal(signal.SIGTERM)
+        assert fleet.wait_exit(15) == 0
+        assert not any(alive(pid) for pid in workers)
+        for uuid in uuids:
+            last = conns(peer, paths[uuid])[-1]
+            assert wait_until(last.closed.is_set, 3) and last.close_code == 1001
+        fleet.set_workers(2)
+        fleet.start()
+        for uuid in uuids:
+            assert wait_until(lambda u=uuid: streaming(peer, paths[u], have[u] + 2), 10), uuid
+        assert wait_until(lambda: owners(fleet) == {u: shard_of(u, 2) for u in uuids}, 5)
+        assert fleet.drain().startswith("+OK drained 6 streams")
+        for uuid in uuids:
+            esl.api(f"uuid_kill {uuid}")
+    finally:
+        fleet.close()
