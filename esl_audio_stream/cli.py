@@ -142,8 +142,7 @@ def _resolve(path: str | None, overrides: dict[str, str]) -> Resolved:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The composition root at work: the daemon and its control endpoint (service.py), the
-    signals, then serve until a stop signal has handed the streams over. With workers: the
-    supervisor (`_supervise`), or, started by it with --worker I/N, one worker."""
+    signals, then serve until a stop signal. With workers: the supervisor, or one worker."""
     from .app.shard import WHOLE, Shard
     from .ops.workers import die_with
     from .service import build
@@ -193,10 +192,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def _supervise(ns: argparse.Namespace, config: DaemonConfig) -> int:
-    """`run --workers N` (ops/workers.py): the workers, the one control endpoint over them, and
-    the signals passed on to them."""
+    """`run --workers N` (ops/workers.py): the workers, one control endpoint, the signals."""
+    from .app.settings import SettingsError
+    from .app.tls import ssl_context_for
     from .service import build_supervisor
 
+    try:  # what each worker would refuse, refused once, before any starts
+        ssl_context_for(config.stream_defaults)
+    except SettingsError as exc:
+        print(f"esl-audio-stream: stream_defaults: {exc}", file=sys.stderr)
+        return 2
     supervisor, control = build_supervisor(config, ns.argv)
     try:
         control.start()

@@ -279,7 +279,9 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
         control = re.search(r'listen = "([^"]+)"', configs[h.name].read_text()).group(1)
         probe = ("import sys,urllib.request\n"
                  "r=urllib.request.urlopen(f'http://{sys.argv[1]}/metrics',timeout=5)\n"
-                 "print('esl_audio_stream_esl_connected 1.0' in r.read().decode())")
+                 "up=[l.split()[-1] for l in r.read().decode().splitlines()"
+                 " if l.startswith('esl_audio_stream_esl_connected')]\n"
+                 "print(bool(up) and all(v == '1.0' for v in up))")  # each worker's, if any
         done = subprocess.run(h.argv([sys.executable, "-c", probe, control]),
                               capture_output=True, text=True, timeout=30)
         return done.returncode == 0 and done.stdout.strip() == "True"
@@ -391,7 +393,8 @@ def test_fleet_deploy_rollback_and_a_failing_host(fleet, tmp_path, capsys):
         outcome(st, "h2")
     logs = fab("logs", "--lines", "200")
     assert logs.returncode == 0, logs.stdout + logs.stderr
-    assert logs.stdout.count("running: ESL 127.0.0.1:") >= 3 * 3  # three starts a host at least
+    # three starts a host at least (a supervisor's line names its workers)
+    assert len(re.findall(r"running: (?:\d+ workers, )?ESL 127\.0\.0\.1:", logs.stdout)) >= 3 * 3
     assert "test-secret" not in logs.stdout
 
     # 6. a configuration the release refuses changes nothing on the host

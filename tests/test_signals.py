@@ -160,6 +160,7 @@ port_max = {PORT_BASE + 99}
 [playback]
 files_dir = "{files}"
 [streams]
+workers = "1"
 drain_timeout = {extra.pop("drain_timeout", 8.0)}
 stop_text = "goodbye"
 [stream_defaults]

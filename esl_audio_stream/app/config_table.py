@@ -333,7 +333,7 @@ SETTINGS: tuple[Setting, ...] = (
     # `run --workers N`: one supervisor and N daemons sharing the calls (ops/workers.py).
     # Read once, by the supervisor (a SIGHUP re-reads the file in each worker, which has no use
     # for it); `run --workers` gives it too (cli.py).
-    Setting("streams.workers", "workers", str, "1", _workers, convert=worker_count,
+    Setting("streams.workers", "workers", str, "auto", _workers, convert=worker_count,
             comment="worker processes sharing the calls: a number, or \"auto\" (one a core)"),
     Setting("streams.orphan_timeout", "orphan_timeout", float, 30.0, _above(0, 86400),
             comment="a stream left without a daemon this long is ended, not carried on"),

@@ -90,6 +90,7 @@ port_max = {base + 1499 if calls > 400 else base + 149 + 3 * calls}
 files_dir = "{files}"
 [streams]
 owner = "soak-{os.getpid()}"
+workers = "1"
 """)
     port_file = workdir / "sink.port"
     sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.dev.soak", "--sink",

@@ -26,13 +26,16 @@ class DaemonProcess:
 
     def __init__(self, tmp: Path, esl: tuple[str, int], *, owner: str = "test-daemon",
                  password: str = "ClueCon", orphan_timeout: float = 30.0,
-                 port_base: int | None = None, extra: str = "", native: bool = True) -> None:
+                 port_base: int | None = None, extra: str = "", native: bool = True,
+                 workers: int = 1) -> None:
         self.tmp = tmp
         self.control_port = free_port()
         self.control = f"127.0.0.1:{self.control_port}"
         self.files = tmp / "files"
         self.config = tmp / "eas.toml"
         base = port_base if port_base is not None else 13000 + (os.getpid() % 20) * 100
+        if "workers" not in extra:  # one process unless the test is about workers
+            extra = f'workers = "{workers}"\n{extra}'
         self.config.write_text(f"""
 [esl]
 host = "{esl[0]}"
