@@ -15,9 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+
+async def send(ws: ServerConnection, message: dict) -> None:
+    """An answer to a message read before the stream ended may find it closed: the messages
+    still to read (the `stop` among them) are read all the same."""
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps(message))
 
 
 async def answer(ws: ServerConnection) -> None:
@@ -31,12 +40,12 @@ async def answer(ws: ServerConnection) -> None:
             print(f"call {start['callSid']}: stream {sid}, tracks {start['tracks']}, "
                   f"parameters {start['customParameters']}", flush=True)
         elif event == "media" and msg["media"]["track"] == "inbound":
-            await ws.send(json.dumps({"event": "media", "streamSid": sid,
-                                      "media": {"payload": msg["media"]["payload"]}}))
+            await send(ws, {"event": "media", "streamSid": sid,
+                            "media": {"payload": msg["media"]["payload"]}})
         elif event == "dtmf":
             digit = msg["dtmf"]["digit"]
-            await ws.send(json.dumps({"event": "mark", "streamSid": sid,
-                                      "mark": {"name": f"key-{digit}"}}))
+            await send(ws, {"event": "mark", "streamSid": sid,
+                            "mark": {"name": f"key-{digit}"}})
         elif event == "mark":
             print(f"played up to {msg['mark']['name']}", flush=True)
         elif event == "stop":

@@ -421,6 +421,7 @@ def test_carried_on_by_a_new_process_with_its_bug_and_options(fs, tmp_path, esl,
     second = make_daemon(fs, tmp_path, owner="fork-carry")
     try:
         again = fpeer.wait_connection(2, timeout=10)
+        assert wait_until(lambda: again.messages, 5)  # the connection is up before its first
         assert again.messages[0] == '{"m":1}'
         assert lower(again.headers)["sec-websocket-protocol"] == SUBPROTOCOL
         assert wait_until(lambda: len(fork_events(esl, uuid, af.CONNECT)) == 2, 5)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def ctl(control: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
+def esl_up(control: str) -> bool:
+    """Every worker's ESL connection is up (its `esl_connected` series in /metrics)."""
+    try:
+        text = urllib.request.urlopen(f"http://{control}/metrics", timeout=5).read().decode()
+    except OSError:
+        return False
+    up = [line.split()[-1] for line in text.splitlines()
+          if line.startswith("esl_audio_stream_esl_connected")]
+    return bool(up) and all(v == "1.0" for v in up)
+
+
 def test_simulate_run_and_ctl_as_processes(peer, tmp_path):
     esl_port, control_port = free_port(), free_port()
     control = f"127.0.0.1:{control_port}"
@@ -48,6 +60,9 @@ def test_simulate_run_and_ctl_as_processes(peer, tmp_path):
                                    control], stderr=open(tmp_path / "daemon.log", "w"),  # noqa: SIM115
                                   env={**os.environ, **PORTS})
         wait_port(control_port)
+        # the control endpoint answers before the daemon (each worker, by default one a core)
+        # has reached FreeSWITCH: a command meanwhile is refused, as it should be
+        assert wait_until(lambda: esl_up(control), 20)
         esl = ESLConnection("127.0.0.1", esl_port)
         esl.start()
         assert esl.wait_connected(5)
