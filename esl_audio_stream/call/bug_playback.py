@@ -20,6 +20,7 @@ from .lease import LeaseError
 from .sources import Playback, SourceEnv, SourceError
 
 if TYPE_CHECKING:
+    from ..app.resume import StreamRecord
     from .player import Player
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,47 @@ class BugPlayback:
         port.retarget(self._tick)
         self._write_back = port
         self._paced_here = False
+
+    def _adopt_write_back(self, record: StreamRecord) -> None:
+        """The write-back port a previous process left (crash-only), carried on if it can be."""
+        if not record.fs_port:
+            return
+        env = self.env
+        port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
+        try:
+            port.adopt(record.fs_port, record.udp_port)
+        except LeaseError as exc:
+            log.warning("%s: the write-back port was not carried on: %s", env.uuid, exc)
+        else:
+            self._write_back = port
+            self._paced_here = False
+
+    def _write_back_ports(self) -> tuple[int, int]:
+        return self._write_back.ports if self._write_back is not None else (0, 0)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _end_job(self, wait: bool) -> None:
+        """Closing: the background job ends. Waited for (`wait`: it sees the close and undoes
+        what it made, rather than be killed in the middle of an api call whose bug would then
+        be nobody's), or killed (a hand-over: the next process carries the bug on)."""
+        self._closing = True
+        job = self._job
+        if job is not None and job is not gevent.getcurrent():
+            if wait:
+                env = self.env
+                job.join(timeout=3 * env.esl_timeout + env.first_audio_timeout)
+            job.kill(block=False)
+
+    def _release_write_back(self, hung_up: bool | None) -> None:
+        """The write-back port closed (`hung_up` as for close), or left to the next process
+        (None: a hand-over)."""
+        port, self._write_back = self._write_back, None
+        if port is not None:
+            if hung_up is None:
+                port.hand_over()
+            else:
+                port.close(hung_up)
 
     # -- pause ------------------------------------------------------------------------------
 

@@ -30,8 +30,6 @@ import gevent
 
 from ..native.pump import Pump, carrier
 from .bug_playback import BugPlayback
-from .direct import WriteBackPort
-from .lease import LeaseError
 from .recording import Recording, RecordingError, generation, record_rate
 from .sources import SourceEnv, SourceError
 
@@ -161,20 +159,12 @@ class RecordSource(BugPlayback):
                 log.warning("%s: no audio from the recording into %s: recording again",
                             env.uuid, record.fifo)
                 rec.stop(hung_up=env.gone())  # FreeSWITCH told to stop that one; FIFO removed
-        if record.fs_port:
-            port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
-            try:
-                port.adopt(record.fs_port, record.udp_port)
-            except LeaseError as exc:
-                log.warning("%s: the write-back port was not carried on: %s", env.uuid, exc)
-            else:
-                self._write_back = port
-                self._paced_here = False
+        self._adopt_write_back(record)
         if self.recording is None and not record.paused:
             self._record()
 
     def describe(self) -> dict:
-        fs_port, udp_port = self._write_back.ports if self._write_back is not None else (0, 0)
+        fs_port, udp_port = self._write_back_ports()
         return {"fifo": self.path, "fifo_rate": self.rate, "fs_port": fs_port,
                 "udp_port": udp_port}
 
@@ -240,31 +230,20 @@ class RecordSource(BugPlayback):
     def hand_over(self) -> None:
         """Leave FreeSWITCH recording into the FIFO for the next process: the read end closed
         here, nothing asked of FreeSWITCH."""
-        self._closing = True
-        if self._job is not None and self._job is not gevent.getcurrent():
-            self._job.kill(block=False)
+        self._end_job(wait=False)
         rec, self.recording = self.recording, None
         if rec is not None:
             rec.hand_over()
         self._let_pump_go()
-        if self._write_back is not None:
-            self._write_back.hand_over()
-            self._write_back = None
+        self._release_write_back(None)
 
     def close(self, hung_up: bool) -> None:
         """Stop the recording, remove its FIFO and release everything. A background job is let
         finish (it sees the close and stops what it made) rather than killed in the middle of
         an api call whose recording would then be nobody's."""
-        self._closing = True
-        job = self._job
-        if job is not None and job is not gevent.getcurrent():
-            env = self.env
-            job.join(timeout=3 * env.esl_timeout + env.first_audio_timeout)
-            job.kill(block=False)
+        self._end_job(wait=True)
         rec, self.recording = self.recording, None
         if rec is not None:
             rec.stop(hung_up=hung_up)
         self._let_pump_go()
-        if self._write_back is not None:
-            self._write_back.close(hung_up)
-            self._write_back = None
+        self._release_write_back(hung_up)

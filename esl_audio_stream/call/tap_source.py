@@ -20,7 +20,6 @@ from ..app.resume import StreamRecord, TapRecord
 from ..esl.connection import ESLError
 from ..media.frames import PTIME_MS
 from .bug_playback import BugPlayback
-from .direct import WriteBackPort
 from .lease import LeaseError
 from .reader import FrameReader, drain
 from .sources import SourceEnv, SourceError
@@ -97,15 +96,7 @@ class TapSource(BugPlayback):
                 gone = Tap(env.uuid, t.side)
                 gone.uuid = t.uuid
                 gone.close(env.esl)
-        if record.fs_port:
-            port = WriteBackPort(env, self._tick, on_moved=self._on_moved)
-            try:
-                port.adopt(record.fs_port, record.udp_port)
-            except LeaseError as exc:
-                log.warning("%s: the write-back port was not carried on: %s", env.uuid, exc)
-            else:
-                self._write_back = port
-                self._paced_here = False
+        self._adopt_write_back(record)
         if not self.taps:
             self.open()
         self.start()  # into the link's backlog until it connects: the metadata still goes first
@@ -119,7 +110,7 @@ class TapSource(BugPlayback):
     def describe(self) -> dict:
         taps = tuple(TapRecord(t.side, t.uuid, t.lease.port, t.lease.endpoint.port)
                      for t in self.taps if t.lease is not None and t.lease.endpoint is not None)
-        fs_port, udp_port = self._write_back.ports if self._write_back is not None else (0, 0)
+        fs_port, udp_port = self._write_back_ports()
         return {"taps": taps, "fs_port": fs_port, "udp_port": udp_port}
 
     def _line_up(self, timeout: float) -> None:
@@ -233,9 +224,7 @@ class TapSource(BugPlayback):
     def hand_over(self) -> None:
         """Leave the taps streaming to their ports for the next process: readers and sockets
         closed here, nothing asked of FreeSWITCH."""
-        self._closing = True
-        if self._job is not None and self._job is not gevent.getcurrent():
-            self._job.kill(block=False)
+        self._end_job(wait=False)
         for reader in self._readers:
             reader.close()
         self._readers.clear()
@@ -246,21 +235,12 @@ class TapSource(BugPlayback):
             if tap.lease is not None:
                 tap.lease.release()
         self.taps = []
-        if self._write_back is not None:
-            self._write_back.hand_over()
-            self._write_back = None
+        self._release_write_back(None)
 
     def close(self, hung_up: bool) -> None:
         """Kill the taps and release everything. A background job is let finish (it sees the
         close and closes what it made) rather than killed in the middle of an originate whose
         tap channel would then be nobody's."""
-        self._closing = True
-        job = self._job
-        if job is not None and job is not gevent.getcurrent():
-            env = self.env
-            job.join(timeout=3 * env.esl_timeout + env.first_audio_timeout)
-            job.kill(block=False)
+        self._end_job(wait=True)
         self._close_taps()
-        if self._write_back is not None:
-            self._write_back.close(hung_up)
-            self._write_back = None
+        self._release_write_back(hung_up)
