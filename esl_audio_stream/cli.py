@@ -314,6 +314,13 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return run_demo(seconds=ns.seconds, out_dir=ns.out)
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name, value
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     if ns.scan:
         from .dev.scanbench import run_scan
@@ -325,7 +332,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
                      source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
                      native=ns.native, deflate=ns.deflate,
-                     streams_per_call=ns.streams_per_call, workers=ns.workers)
+                     streams_per_call=ns.streams_per_call, workers=ns.workers,
+                     realtime=ns.realtime, daemon_env=dict(ns.daemon_env))
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
@@ -428,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "the 2nd and 3rd beside the first)")
     bench.add_argument("--workers", type=int, default=1, metavar="N",
                        help="the daemon runs N worker processes (run --workers N)")
+    bench.add_argument("--realtime", action="store_true",
+                       help="run the daemon under `chrt -f 1` (SCHED_FIFO, as FreeSWITCH runs "
+                       "when started as root; the unit's opt-in): the sink and the simulator "
+                       "then cannot hold its frames back")
+    bench.add_argument("--daemon-env", type=_env_pair, action="append", default=[],
+                       metavar="NAME=VALUE", help="in the daemon's environment only (e.g. "
+                       "GEVENT_MONITOR_THREAD_ENABLE=1: what blocks its event loop)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)

@@ -53,6 +53,21 @@ def test_frame_timer_buckets_are_cumulative():
     assert t.count == 4 and t.sum == pytest.approx(0.5035)
 
 
+def test_the_bench_reads_a_quantile_off_two_scrapes_of_a_histogram():
+    """dev/bench.py's p50/p99 of the daemon's own latency: what the buckets gained between the
+    scrapes, interpolated in the bucket as Prometheus' histogram_quantile does."""
+    from esl_audio_stream.dev.bench import _bucket_quantile
+
+    inf = float("inf")
+    before = {0.001: 10.0, 0.005: 10.0, inf: 10.0}
+    after = {0.001: 60.0, 0.005: 108.0, inf: 110.0}  # gained: 50 <= 1 ms, 48 more <= 5, 2 above
+    assert _bucket_quantile(before, after, 0.5) == pytest.approx(0.001)
+    assert _bucket_quantile(before, after, 0.25) == pytest.approx(0.0005)
+    assert _bucket_quantile(before, after, 0.9) == pytest.approx(0.001 + 0.004 * 40 / 48)
+    assert _bucket_quantile(before, after, 0.99) == 0.005  # in +Inf: the last finite bound
+    assert math.isnan(_bucket_quantile(after, after, 0.5))  # nothing observed between
+
+
 def test_counters_count_events_by_code():
     c = Counters()
     c.count_event(events.ERROR, events.error_body(6, "refused"))
@@ -116,6 +131,13 @@ def test_metrics_follow_a_call_from_start_to_hang_up(esl, daemon, peer, sim):
     assert count == frames_in // SAMPLE_EVERY
     assert val(m, "frame_processing_seconds_bucket", le="+Inf") == count
     assert 0 < val(m, "frame_processing_seconds_sum") < count * 0.02
+    # ... and each timed frame's latency from the kernel's arrival stamp of its datagram
+    latency = val(m, "frame_latency_seconds_count")
+    assert latency == count
+    assert val(m, "frame_latency_seconds_bucket", le="+Inf") == latency
+    assert 0 < val(m, "frame_latency_seconds_sum") < latency * 1.0  # stamps from this host
+    # the heap walk that counts the greenlets (the daemon's, the stream's, the peer's)
+    assert val(m, "greenlets") >= 2
 
     esl.api(f"uuid_kill {uuid}")
     assert wait_until(lambda: not daemon.streams, 5)

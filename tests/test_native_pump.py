@@ -7,12 +7,15 @@ from __future__ import annotations
 import errno
 import math
 import random
+import socket
 import struct
+import time
 
 import pytest
 from helpers.native import CapturedPump, needs_native, seed_masks
 
 from esl_audio_stream.call.pipeline import FramePipeline
+from esl_audio_stream.call.reader import _stamp_arrivals
 from esl_audio_stream.media.frames import chunk_bytes_for
 from esl_audio_stream.native.engine import lib
 from esl_audio_stream.ws.framing import FIN, OP_BINARY, FrameParser, FrameWriter
@@ -167,3 +170,24 @@ def test_one_frame_in_sample_every_is_timed():
     timed = [i + 1 for i, why in enumerate(whys) if why == lib.EAS_SAMPLE]
     assert timed == [64, 128, 192]  # the counts the Python path times (frames & 63 == 0)
     assert 0 < pump.st.sample < 0.02
+    assert pump.st.latency < 0  # fed by hand: no socket, no arrival stamp
+
+
+def test_a_timed_datagram_has_its_latency_from_the_kernels_arrival_stamp():
+    """Read from a real UDP socket, a timed frame's latency runs from when the datagram reached
+    the host (the kernel's stamp, asked for once as call/reader.py asks) to its send."""
+    pump = CapturedPump(FrameWriter(), 8000, 16000, 640, sample_mask=0)  # every frame timed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        _stamp_arrivals(rx.fileno())
+        pump.read_socket(rx.fileno())
+        frame = tone(8000, 160)
+        tx.sendto(frame, rx.getsockname())
+        time.sleep(0.05)  # it waits in the socket: the latency counts that wait
+        assert pump.run() == [lib.EAS_SAMPLE]
+        assert 0.05 <= pump.st.latency < 5.0  # the wait, and whatever the host added
+        assert pump.st.sample < pump.st.latency  # the frame's own work is a part of it
+        pump.remove()
+    assert len(pump.captured()) == 640 + 4 + 4  # the chunk went out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from array import array
 
 import pytest
 
+from esl_audio_stream.app.stats import LATENCY_BUCKETS, FrameTimer
 from esl_audio_stream.call.pipeline import FramePipeline
 from esl_audio_stream.dev.analysis import dominant_frequency, tone_amplitude
 
@@ -178,6 +180,29 @@ def test_one_frame_in_64_is_timed_with_the_clock_it_was_handed():
     for f in tone_frames(440, 130):
         p.feed(f)
     assert observed == [1.0, 1.0]  # frames 64 and 128, one clock tick each
+
+
+def test_a_timed_frame_read_from_a_socket_has_its_latency_from_the_arrival_stamp():
+    """`arrival` says when the datagram being fed reached the host (None outside a socket
+    reader's callback: a FIFO's frames have no stamp): a timed frame's latency runs from it to
+    the wall clock once the chunk went out."""
+    latency, timed = FrameTimer(LATENCY_BUCKETS), FrameTimer()
+    stamps: list[float | None] = [time.time() - 0.003, None]
+    p, out = pipeline(clock=time.perf_counter, timer=timed, arrival=lambda: stamps[0],
+                      latency=latency)
+    for f in tone_frames(440, 64):
+        p.feed(f)
+    assert timed.count == latency.count == 1
+    assert 0.003 <= latency.sum < 1.0
+    stamps[0] = None  # no stamp: timed, and no latency
+    for f in tone_frames(440, 64):
+        p.feed(f)
+    assert (timed.count, latency.count) == (2, 1) and len(out.chunks) == 128
+    # no `arrival` at all: no latency is kept
+    q, _ = pipeline(clock=time.perf_counter, timer=FrameTimer(), latency=latency)
+    for f in tone_frames(440, 64):
+        q.feed(f)
+    assert latency.count == 1
 
 
 def test_a_shape_that_cannot_pair_is_refused():

@@ -23,6 +23,11 @@ SAMPLE_MASK = SAMPLE_EVERY - 1
 FRAME_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                  0.01, 0.02)
 
+#: Upper bounds of the datagram -> WebSocket frame latency buckets, in seconds: fine up to the
+#: 5 ms a frame may take at the worst instant (every call's frame at once), coarse beyond.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005,
+                   0.0075, 0.01, 0.02, 0.05, 0.1)
+
 
 class FrameTimer:
     """A histogram with fixed buckets and plain-int counts: `observe` allocates nothing but the
@@ -86,6 +91,8 @@ class Counters:
         self.reconnects = 0
         self.malformed = 0
         self.frame_time = FrameTimer()
+        #: A timed unicast frame: the kernel's arrival stamp to its WebSocket frame sent.
+        self.frame_latency = FrameTimer(LATENCY_BUCKETS)
 
     def add_ended(self, stream: EndedStream) -> None:
         """A stream has left the registry: keep its counts, so the totals never go down."""

@@ -38,6 +38,7 @@ counters read whichever has control.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from time import time
 from typing import NamedTuple, Protocol
 
 from ..media.align import READ, WRITE, TapAligner
@@ -86,6 +87,7 @@ class Lent(NamedTuple):
     last_frame: bytes
     sample_mask: int  # a frame whose count has none of these bits is timed (-1: none is)
     timer: FrameTimer | None
+    latency: FrameTimer | None  # a timed frame's arrival (the kernel's stamp) to its send
 
 
 class NativePart(Protocol):
@@ -112,7 +114,8 @@ class FramePipeline:
                  channel_rate: int = 0, now: Callable[[], float] | None = None,
                  clock: Callable[[], float] | None = None, timer: FrameTimer | None = None,
                  sample_mask: int = 63, arrival: Callable[[], float | None] | None = None,
-                 dropped: Callable[[], int | None] | None = None) -> None:
+                 dropped: Callable[[], int | None] | None = None,
+                 latency: FrameTimer | None = None) -> None:
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
         if (pairing == "none") != (mix == "mono"):
@@ -142,6 +145,9 @@ class FramePipeline:
         self._dropped = dropped  # ... and how many the kernel dropped (media/mix.py FrameClock)
         self._clock = clock
         self._timer = timer
+        #: A timed frame read from a socket: from the kernel's arrival stamp (`arrival`) to
+        #: its chunk handed to the connection -- what the daemon itself adds, queueing included.
+        self._latency = latency if arrival is not None else None
         self._mask = sample_mask if clock is not None and timer is not None else -1
         self._player: Pacer | None = None
         self._in_tap: Collection[object] = ()
@@ -260,7 +266,7 @@ class FramePipeline:
         """What a native pump takes while it carries the steady state (only when `steady`)."""
         return Lent(self._resampler, self._chunker,  # type: ignore[arg-type]
                     self._frames_in, self._frames_out, self._malformed, self._last_frame,
-                    self._mask, self._timer)
+                    self._mask, self._timer, self._latency)
 
     def take_back(self, frames_in: int, frames_out: int, malformed: int, last_frame: bytes,
                   pending: bytes) -> None:
@@ -306,6 +312,10 @@ class FramePipeline:
         t0 = clock()  # type: ignore[misc]
         self._route(data)
         self._timer.observe(clock() - t0)  # type: ignore[misc,union-attr]
+        if self._latency is not None:
+            came = self._arrival()  # type: ignore[misc]
+            if came is not None:  # read from a socket (not a FIFO): it has a stamp
+                self._latency.observe(time() - came)
 
     def feed_write(self, data: bytes) -> None:
         """One datagram of the write tap (what the caller hears): paired with the read tap's."""

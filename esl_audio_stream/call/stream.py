@@ -248,7 +248,7 @@ class Stream(StreamReadings, EndpointAnswers):
             pairing=source_choice.pairing(self.source, self.mix), channel_rate=channel_rate,
             now=gevent.get_hub().loop.now, clock=perf_counter,
             timer=self.host.counters.frame_time, sample_mask=SAMPLE_MASK, arrival=arrival,
-            dropped=dropped)
+            dropped=dropped, latency=self.host.counters.frame_latency)
 
     def _parked(self) -> bool:
         return self.host.call_state(self.uuid) is events.CallState.PARKED

@@ -105,7 +105,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               channel_rate: int = 8000, source: str = "direct", mix: str = "mono",
               protocol: str = "mod_audio_stream", encoding: str = "l16",
               native: bool = True, deflate: bool = False, streams_per_call: int = 1,
-              workers: int = 1) -> int:
+              workers: int = 1, realtime: bool = False,
+              daemon_env: dict[str, str] | None = None) -> int:
     """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
     the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
     taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
@@ -115,7 +116,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     `streams_per_call` K: K named streams on each call (`<uuid>@s<k>`), each to its own sink
     path, all fed from the call's one source: what the 2nd and 3rd stream cost beside the
     first. `workers` N: the daemon runs N worker processes (`run --workers N`); its CPU is
-    theirs and the supervisor's, summed (and each worker's is shown)."""
+    theirs and the supervisor's, summed (and each worker's is shown). `realtime`: the daemon
+    runs SCHED_FIFO priority 1 (`chrt -f 1`, inherited by its workers); `daemon_env`: in the
+    daemon's environment only."""
     k_streams = max(1, streams_per_call)
     import gevent
 
@@ -131,12 +134,14 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.dev.bench", "--sink",
                              str(port_file), str(result_file), *(["deflate"] if deflate else [])])
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
+        [*(["chrt", "-f", "1"] if realtime else []),
+         sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
          "{}:{}".format(*sim.address), "--control", control, "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
         # its own files (and FIFOs), not the shared temporary directory's
         env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files"),
-             "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false"},
+             "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false",
+             **(daemon_env or {})},
     )
     print(f"daemon pid {daemon.pid}, its log in {workdir / 'daemon.log'}", file=sys.stderr)
     esl = ESLConnection(*sim.address)
@@ -171,11 +176,13 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
                                     (control, f"{uuid}{name} start {url} {mix} {rate}"))
                 failed += not answer.startswith("+OK")
         gevent.sleep(1.0)  # settle
+        own1 = pool.apply(_own_latency, (control,))
         each1, sim_cpu1, t1 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
         sink_cpu1 = _cpu_seconds(sink.pid)
         gevent.sleep(seconds)
         each2, sim_cpu2, t2 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
         sink_cpu2 = _cpu_seconds(sink.pid)
+        own2 = pool.apply(_own_latency, (control,))
         rss1 = sum(_rss_kib(pid) for pid in procs)
         (u1, s1), (u2, s2) = ([sum(t[i] for t in each) for i in (0, 1)] for each in (each1, each2))
         rows = json.loads(pool.apply(_get_streams, (control,)))
@@ -223,7 +230,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
           f"{channel_rate} Hz -> {rate} Hz {mix}, source {source}, {wire}, {t2 - t1:.1f} s "
           "measured")
     print(f"paths                     native {'on' if native else 'off'}, permessage-deflate "
-          f"negotiated on {deflated} of {calls} connections")
+          f"negotiated on {deflated} of {calls} connections"
+          + (", the daemon SCHED_FIFO 1" if realtime else ""))
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)"
@@ -240,6 +248,12 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
           f"{late} late (> 20 ms) of {len(latencies)} matched")
     print(f"latency datagram->message p50 {_percentile(latencies, 0.5):.2f} ms, "
           f"p99 {_percentile(latencies, 0.99):.2f} ms, max {max(latencies, default=0):.2f} ms")
+    own = own2.get(float("inf"), 0.0) - own1.get(float("inf"), 0.0)
+    within = own2.get(0.005, 0.0) - own1.get(0.005, 0.0)
+    print(f"daemon's own latency      arrival (kernel stamp) -> frame sent, 1 frame in 64: "
+          f"p50 {1000 * _bucket_quantile(own1, own2, 0.5):.2f} ms, "
+          f"p99 {1000 * _bucket_quantile(own1, own2, 0.99):.2f} ms, "
+          f"{100 * within / max(own, 1):.2f}% within 5 ms ({own:.0f} timed)")
     print(f"daemon RSS                {rss0 / 1024:.1f} MiB idle, {rss1 / 1024:.1f} MiB with "
           f"{calls} calls: {(rss1 - rss0) / max(calls, 1):.1f} KiB per call"
           + (f" ({(rss1 - rss0) / max(calls * k_streams, 1):.1f} KiB per stream)"
@@ -263,16 +277,54 @@ def _sender(sim, uuid: str):
     return sim.channel(uuid)
 
 
-def _get_streams(control: str) -> str:
+def _get(control: str, path: str) -> str:
     import http.client
 
     host, port = control.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        conn.request("GET", "/streams")
+        conn.request("GET", path)
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def _get_streams(control: str) -> str:
+    return _get(control, "/streams")
+
+
+def _own_latency(control: str) -> dict[float, float]:
+    """The daemon's `frame_latency_seconds` histogram (every worker's summed): cumulative
+    counts by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(_get(control, "/metrics")):
+        if family.name != "esl_audio_stream_frame_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                out[le] = out.get(le, 0.0) + sample.value
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float],
+                     q: float) -> float:
+    """The q-quantile (seconds) of what a histogram gained between two scrapes, interpolated
+    in its bucket as Prometheus' histogram_quantile does (nan: no observation)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ ffibuilder.cdef(
         int why, err;
         int sampling;
         double t0, sample, last_out;
+        double latency;
         const unsigned char *rest;
         uint32_t rest_len;
         int slot;

@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -32,7 +34,7 @@
 
 enum {
     EAS_STEADY = 0,
-    EAS_SAMPLE = 1,     /* a timed frame went out: `sample` seconds */
+    EAS_SAMPLE = 1,     /* a timed frame went out: `sample` seconds, `latency` since it came */
     EAS_SHORT = 2,      /* the kernel took part of a frame (maybe none): `rest` is the rest */
     EAS_SEND_ERROR = 3, /* send failed with `err`: `rest` is the chunk (unmasked) */
     EAS_MASKS = 4,      /* the mask pool is used up: refill it, then eas_engine_resume */
@@ -62,6 +64,7 @@ typedef struct eas_pump {
     int why, err;
     int sampling; /* the frame under way is timed (from t0) */
     double t0, sample, last_out;
+    double latency; /* a timed datagram: its arrival (the kernel's stamp) to its send; < 0: none */
     const unsigned char *rest;
     uint32_t rest_len;
     int slot; /* in the engine; -1 when not in one */
@@ -392,10 +395,22 @@ static int emit(eas_engine *e, eas_pump *p) {
     return EAS_STEADY;
 }
 
+/* Seconds since the datagram last read from `fd` reached the host (the kernel stamps the
+ * socket's datagrams once asked: call/reader.py asks when it makes the reader); < 0: no stamp
+ * (a FIFO, or a socket fed by hand in tests). Only for a timed frame: one system call. */
+static double since_arrival(int fd) {
+    struct timespec came, now;
+    if (fd < 0 || ioctl(fd, SIOCGSTAMPNS, &came) < 0)
+        return -1.0;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (double)(now.tv_sec - came.tv_sec) + (double)(now.tv_nsec - came.tv_nsec) * 1e-9;
+}
+
 static int finish(eas_pump *p, int why) {
     if (why == EAS_STEADY && p->sampling) {
         p->sampling = 0;
         p->sample = eas_now() - p->t0;
+        p->latency = p->fifo_frame ? -1.0 : since_arrival(p->in_fd);
         return EAS_SAMPLE;
     }
     return why;

@@ -96,6 +96,7 @@ class Pump:
         self._out: Outgoing | None = None
         self._writer: FrameWriter | None = None
         self._timer: FrameTimer | None = None
+        self._latency: FrameTimer | None = None
         self._last_before = b""  # the last frame when C took control ...
         self._in_at_arm = 0  # ... until C has one of its own
         self._arming = False  # an arming is scheduled
@@ -225,6 +226,7 @@ class Pump:
         reader.pause()
         self._last_before, self._in_at_arm = lent.last_frame, lent.frames_in
         self._out, self._writer, self._timer = out, writer, lent.timer
+        self._latency = lent.latency
         self.armed = True
         self.arms += 1
 
@@ -262,6 +264,8 @@ class Pump:
         why = st.why
         if why == lib.EAS_SAMPLE:
             self._timer.observe(st.sample)  # type: ignore[union-attr]
+            if st.latency >= 0 and self._latency is not None:
+                self._latency.observe(st.latency)
             self._out.last_out = st.last_out  # type: ignore[union-attr]
             return
         self.stops[_WHY.get(why, "other")] += 1

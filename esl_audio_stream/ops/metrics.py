@@ -120,6 +120,14 @@ class DaemonCollector:
             f"in {SAMPLE_EVERY} is timed.")
         h.add_metric([], ft.cumulative(), ft.sum)
         yield h
+        fl = c.frame_latency
+        h = HistogramMetricFamily(
+            PREFIX + "frame_latency_seconds",
+            f"From a datagram from FreeSWITCH reaching the host (the kernel's stamp) to its "
+            f"WebSocket frame handed to the kernel: what the daemon adds, waiting for its turn "
+            f"included; UDP sources only (unicast, taps), one frame in {SAMPLE_EVERY}.")
+        h.add_metric([], fl.cumulative(), fl.sum)
+        yield h
 
 
 def _gauge(name: str, doc: str, value: float) -> Metric:

@@ -81,6 +81,12 @@ class CapturedPump:
         self.st.in_fd = fd
         assert lib.eas_engine_add(self.engine, self.st) == 0
 
+    def read_socket(self, fd: int) -> None:
+        """The pump reads the datagram socket `fd`, in its engine's epoll set."""
+        self.st.fifo_frame = 0
+        self.st.in_fd = fd
+        assert lib.eas_engine_add(self.engine, self.st) == 0
+
     def run(self) -> list[int]:
         """One wake-up of the engine, as engine.py drives it: a new block of keys drawn where the
         pool ran out (`refills`) and timed frames noted, the run going on after both; what C
