@@ -314,13 +314,6 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return run_demo(seconds=ns.seconds, out_dir=ns.out)
 
 
-def _env_pair(text: str) -> tuple[str, str]:
-    name, eq, value = text.partition("=")
-    if not eq or not name:
-        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
-    return name, value
-
-
 def cmd_bench(ns: argparse.Namespace) -> int:
     if ns.scan:
         from .dev.scanbench import run_scan
@@ -329,18 +322,16 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         return 0
     from .dev.bench import run_bench
 
-    return run_bench(calls=ns.calls, seconds=ns.seconds, rate=ns.rate, channel_rate=ns.channel_rate,
-                     source=ns.source, mix=ns.mix, protocol=ns.protocol, encoding=ns.encoding,
-                     native=ns.native, deflate=ns.deflate,
-                     streams_per_call=ns.streams_per_call, workers=ns.workers,
-                     realtime=ns.realtime, daemon_env=dict(ns.daemon_env))
+    names = "calls seconds rate channel_rate source mix protocol encoding native deflate " \
+        "streams_per_call workers realtime"
+    return run_bench(**{n: getattr(ns, n) for n in names.split()},
+                     daemon_env=dict(pair.partition("=")[::2] for pair in ns.daemon_env))
 
 
 def cmd_soak(ns: argparse.Namespace) -> int:
     from .dev.soak import run_soak
 
-    rows = run_soak(calls=ns.calls, minutes=ns.minutes, every=ns.every)
-    return 0 if rows else 1
+    return 0 if run_soak(calls=ns.calls, minutes=ns.minutes, every=ns.every) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -420,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=int, default=16000, help="stream rate")
     bench.add_argument("--channel-rate", type=int, default=8000)
     bench.add_argument("--source", choices=("direct", "record", "taps"), default="direct",
-                       help="unicast on the call itself, a recording into a FIFO (as auto "
-                       "streams bridged calls), or loopback taps")
+                       help="unicast on the call, a recording into a FIFO, or loopback taps")
     bench.add_argument("--mix", choices=("mono", "stereo", "mixed"), default="mono")
     bench.add_argument("--protocol", choices=("mod_audio_stream", "twilio"),
                        default="mod_audio_stream", help="twilio: give --rate 8000")
@@ -432,17 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--deflate", action=argparse.BooleanOptionalAction, default=False,
                        help="the sink accepts permessage-deflate (texts compressed; audio never)")
     bench.add_argument("--streams-per-call", type=int, default=1, metavar="K",
-                       help="K streams on each call, fed from its one source (the cost of "
-                       "the 2nd and 3rd beside the first)")
-    bench.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="the daemon runs N worker processes (run --workers N)")
-    bench.add_argument("--realtime", action="store_true",
-                       help="run the daemon under `chrt -f 1` (SCHED_FIFO, as FreeSWITCH runs "
-                       "when started as root; the unit's opt-in): the sink and the simulator "
-                       "then cannot hold its frames back")
-    bench.add_argument("--daemon-env", type=_env_pair, action="append", default=[],
-                       metavar="NAME=VALUE", help="in the daemon's environment only (e.g. "
-                       "GEVENT_MONITOR_THREAD_ENABLE=1: what blocks its event loop)")
+                       help="K streams on each call, fed from its one source")
+    bench.add_argument("--workers", type=int, default=1, metavar="N", help="run --workers N")
+    bench.add_argument("--realtime", action="store_true", help="the daemon under `chrt -f 1` "
+                       "(SCHED_FIFO, as FreeSWITCH runs as root; the unit's opt-in)")
+    bench.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="in the daemon's environment only (e.g. GEVENT_MONITOR_THREAD_...)")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)

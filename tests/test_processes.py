@@ -34,18 +34,23 @@ def ctl(control: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=30)
 
 
-@pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
 def esl_up(control: str) -> bool:
-    """Every worker's ESL connection is up (its `esl_connected` series in /metrics)."""
+    """Every worker's ESL connection is up: an `esl_connected` series of 1 for each of the
+    `workers` (a worker that does not answer the supervisor yet is left out of /metrics)."""
     try:
         text = urllib.request.urlopen(f"http://{control}/metrics", timeout=5).read().decode()
     except OSError:
         return False
-    up = [line.split()[-1] for line in text.splitlines()
+    lines = text.splitlines()
+    up = [line.split()[-1] for line in lines
           if line.startswith("esl_audio_stream_esl_connected")]
-    return bool(up) and all(v == "1.0" for v in up)
+    workers = [float(line.split()[-1]) for line in lines
+               if line.startswith("esl_audio_stream_workers ")]
+    return bool(up) and len(up) == int(workers[0] if workers else 1) and all(
+        v == "1.0" for v in up)
 
 
+@pytest.mark.skipif(bool(REAL_FS), reason="runs its own simulator process")
 def test_simulate_run_and_ctl_as_processes(peer, tmp_path):
     esl_port, control_port = free_port(), free_port()
     control = f"127.0.0.1:{control_port}"

@@ -9,7 +9,6 @@ the daemon (service.py) attaches it as `control`, started after ESL and stopped 
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import time
@@ -19,7 +18,6 @@ from typing import Protocol
 import gevent
 import gevent.event
 from gevent.pool import Group
-from greenlet import greenlet as RawGreenlet
 
 from ..call.call_audio import CallAudio
 from ..call.stream import Stream
@@ -44,9 +42,6 @@ from .stats import Counters
 from .tls import ssl_context_for
 
 log = logging.getLogger(__name__)
-
-#: Heap objects the greenlet count looks at before it yields (~0.5 ms of the event loop).
-GREENLET_WALK_SLICE = 5000
 
 CHANNEL_EVENTS = (
     "CHANNEL_PARK",
@@ -100,7 +95,7 @@ class Daemon:
         self.owner = cfg.owner or f"{socket.gethostname()}:{cfg.control_port}"
         self.keeper = Keeper(self.esl, self.owner, heartbeat=cfg.orphan_timeout / 3)
         self.reconciler = Reconciler(self)
-        self.greenlets = 0  # alive at the last count (count_greenlets, at each scrape)
+        self.greenlets = 0  # alive at the last count (at each scrape: ops/metrics.py)
         self.calls = Calls()  # the streamed calls' states, the tap channels' owners
         self.keys = dtmf.KeyRouter()  # the caller's keys, once each, to their streams
         self.outbox = Outbox()  # how events are routed, kept while ESL is down, fired again
@@ -133,26 +128,9 @@ class Daemon:
     def events_refired(self) -> int:
         return self.outbox.refired
 
-    def count_greenlets(self) -> int:
-        """Greenlets alive, counted by walking the heap (a leak shows here first), a slice of
-        it at a time: the walk costs ~0.1 us an object (30 ms at 300 000), which in one go
-        would hold every call's frames that long at each scrape. Yields between slices (a
-        greenlet's call, never the hub's); `resources` reads the last count."""
-        objs = gc.get_objects()
-        n = 0
-        for at in range(0, len(objs), GREENLET_WALK_SLICE):
-            # type(), not isinstance(): the heap holds weakref proxies, and asking a dead
-            # one for its class raises ReferenceError
-            n += sum(1 for o in objs[at:at + GREENLET_WALK_SLICE]
-                     if issubclass(type(o), RawGreenlet) and not o.dead)
-            gevent.sleep(0)
-        del objs
-        self.greenlets = n
-        return n
-
     def resources(self) -> dict[str, float]:
         """What the daemon holds now and what it carried over restarts (read at scrape time;
-        the greenlets as last counted by `count_greenlets`)."""
+        the greenlets as last counted at a scrape: ops/metrics.py `count_greenlets`)."""
         r = self.reconciler
         worker = ({"esl_events": self.events_seen, "esl_events_foreign": self.events_foreign}
                   if self.shard.sharded else {})

@@ -39,6 +39,21 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _wakeups(pid: int) -> int:
+    """The times the process went to sleep and was woken (voluntary context switches, summed
+    over its threads): one per wake-up of its event loop, at most."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
 def _workers_of(supervisor: int) -> list[int]:
     """The pids of `run --workers N`'s workers (its children started with --worker)."""
     out = []
@@ -178,9 +193,11 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         gevent.sleep(1.0)  # settle
         own1 = pool.apply(_own_latency, (control,))
         each1, sim_cpu1, t1 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
+        woke1 = sum(_wakeups(p) for p in procs)
         sink_cpu1 = _cpu_seconds(sink.pid)
         gevent.sleep(seconds)
         each2, sim_cpu2, t2 = [_cpu_times(p) for p in procs], time.process_time(), time.monotonic()
+        woke2 = sum(_wakeups(p) for p in procs)
         sink_cpu2 = _cpu_seconds(sink.pid)
         own2 = pool.apply(_own_latency, (control,))
         rss1 = sum(_rss_kib(pid) for pid in procs)
@@ -236,7 +253,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)"
           + (f"; per stream-second {1000 * (cpu2 - cpu1) / stream_seconds:.3f} ms"
-             if k_streams > 1 else ""))
+             if k_streams > 1 else "")
+          + f"; woke {(woke2 - woke1) / (t2 - t1):.0f} times a second")
     if workers > 1:
         per = ", ".join(f"{100 * (sum(b) - sum(a)) / (t2 - t1):.0f}%"
                         for a, b in zip(each1, each2, strict=True))

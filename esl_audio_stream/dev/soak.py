@@ -181,12 +181,12 @@ workers = "1"
         end = t0 + minutes * 60
         while time.monotonic() < end:
             tick = time.monotonic()
+            if tick >= next_sample:  # before this second's churn: the last one had a second
+                sample(t0)           # to settle (a stream ending is still in the registry)
+                next_sample += every
             end_call()
             new_call(n)
             n += 1
-            if time.monotonic() >= next_sample:
-                sample(t0)
-                next_sample += every
             gevent.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         sample(t0)
         if not quiet:

@@ -92,6 +92,8 @@ class Controlled(metrics.Observed, Protocol):
     """What the endpoint serves: commands, and what the metrics and the status rows read (the
     live streams, the counters, the ESL link)."""
 
+    greenlets: int  # alive at the last count, which each scrape makes (metrics.count_greenlets)
+
     def execute(self, args: str | bytes, api: str = APIS[0]) -> str:
         """Carry out one argument string of `api` (one of APIS); that module's answer."""
         ...
@@ -140,7 +142,7 @@ class OneDaemon:
         return status.rows(self.daemon.streams.all(), time.monotonic(), level=level, seen=seen)
 
     def metrics(self) -> bytes:
-        self.daemon.count_greenlets()  # in slices, yielding: the calls' frames go on meanwhile
+        self.daemon.greenlets = metrics.count_greenlets()  # yields: the frames go on meanwhile
         return metrics.render(self._registry)
 
 
