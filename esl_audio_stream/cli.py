@@ -323,7 +323,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from .dev.bench import run_bench
 
     names = "calls seconds rate channel_rate source mix protocol encoding native deflate " \
-        "streams_per_call workers realtime"
+        "streams_per_call workers realtime pin lazy_sink"
     return run_bench(**{n: getattr(ns, n) for n in names.split()},
                      daemon_env=dict(pair.partition("=")[::2] for pair in ns.daemon_env))
 
@@ -424,10 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams-per-call", type=int, default=1, metavar="K",
                        help="K streams on each call, fed from its one source")
     bench.add_argument("--workers", type=int, default=1, metavar="N", help="run --workers N")
-    bench.add_argument("--realtime", action="store_true", help="the daemon under `chrt -f 1` "
-                       "(SCHED_FIFO, as FreeSWITCH runs as root; the unit's opt-in)")
-    bench.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
-                       help="in the daemon's environment only (e.g. GEVENT_MONITOR_THREAD_...)")
+    bench.add_argument("--realtime", action="store_true", help="the daemon under chrt -f 1")
+    bench.add_argument("--pin", action="store_true", help="the daemon on cores of its own")
+    bench.add_argument("--lazy-sink", action="store_true", help="the sink reads every 0.2 s")
+    bench.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE")
     bench.add_argument("--scan", type=int, default=0, metavar="N",
                        help="instead: time the crash-only resume scan over N parked calls")
     bench.set_defaults(func=cmd_bench)

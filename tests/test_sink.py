@@ -1,6 +1,6 @@
 """dev/sink.py's fast path (the bench's endpoint), which reads frames with ws/framing.py's
 parser: what the project's own client sends arrives whole, in order, timed; pings are answered
-and the close handshake completes."""
+and the close handshake completes, whether it reads eagerly or lazily."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from esl_audio_stream.dev.sink import AudioSink
 from esl_audio_stream.ws.connection import WebSocketConnection
 
 
-@pytest.fixture
-def sink():
-    s = AudioSink(keep_audio=True, record_times=True, fast=True)
+@pytest.fixture(params=[0.0, 0.05], ids=["eager", "lazy"])
+def sink(request):
+    """Both ways of reading: each message as it comes, and (the bench's --lazy-sink) each
+    connection once every so often, a few messages a read."""
+    s = AudioSink(keep_audio=True, record_times=True, fast=True, lazy=request.param)
     s.start()
     yield s
     s.stop()

@@ -39,19 +39,21 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _die_with_me() -> None:
+    """In a child, before exec: SIGTERM when the bench dies, however it dies (a bench killed
+    left its daemon and sink running, the daemon retrying a simulator that was gone)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _wakeups(pid: int) -> int:
-    """The times the process went to sleep and was woken (voluntary context switches, summed
-    over its threads): one per wake-up of its event loop, at most."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                total += int(line.split()[1])
-    return total
+    """The times the process' main thread (its event loop) went to sleep and was woken
+    (voluntary context switches): one per wake-up of the loop, at most."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _workers_of(supervisor: int) -> list[int]:
@@ -96,14 +98,15 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_sink(port_file: str, result_file: str, deflate: bool = False) -> int:
+def run_sink(port_file: str, result_file: str, deflate: bool = False,
+             lazy: float = 0.0) -> int:
     """The sink process: record arrival times until SIGTERM, then write them out as JSON."""
     import gevent
 
     from .sink import AudioSink
 
     sink = AudioSink(keep_audio=False, record_times=True, idle_timeout=3600, fast=True,
-                     fast_deflate=deflate)
+                     fast_deflate=deflate, lazy=lazy)
     sink.start()
     Path(port_file).write_text(str(sink.address[1]))
     done = gevent.event.Event()
@@ -121,7 +124,8 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
               protocol: str = "mod_audio_stream", encoding: str = "l16",
               native: bool = True, deflate: bool = False, streams_per_call: int = 1,
               workers: int = 1, realtime: bool = False,
-              daemon_env: dict[str, str] | None = None) -> int:
+              daemon_env: dict[str, str] | None = None, pin: bool = False,
+              lazy_sink: bool = False) -> int:
     """`source` direct: unicast on each parked call; record: FreeSWITCH records it into a FIFO
     the daemon reads (read side for mono, stereo otherwise), as `auto` streams a bridged call;
     taps: loopback taps on it (one for mono, two for stereo/mixed), so the costs can be set side
@@ -133,7 +137,11 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     first. `workers` N: the daemon runs N worker processes (`run --workers N`); its CPU is
     theirs and the supervisor's, summed (and each worker's is shown). `realtime`: the daemon
     runs SCHED_FIFO priority 1 (`chrt -f 1`, inherited by its workers); `daemon_env`: in the
-    daemon's environment only."""
+    daemon's environment only. `pin`: the daemon (and its workers) on the first `workers`
+    CPUs, this process (the simulator) and the sink on the others -- the daemon has cores of
+    its own, as on a host with one worker per core. `lazy_sink`: the sink reads each connection
+    every 0.2 s (it then costs a fraction; its latency figures mean nothing, the daemon's own
+    latency still does)."""
     k_streams = max(1, streams_per_call)
     import gevent
 
@@ -141,18 +149,29 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
     from ..ops.client import control_request
     from .simulator import Simulator
 
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin and len(cpus) <= workers:
+        print(f"--pin needs more than {workers} CPUs (the daemon's), this process has "
+              f"{len(cpus)}")
+        return 1
+    daemon_cpus, other_cpus = cpus[:workers], cpus[workers:]
+    if pin:  # the simulator (here) and the sink (inherits it) off the daemon's cores
+        os.sched_setaffinity(0, other_cpus)
     workdir = Path(tempfile.mkdtemp(prefix="eas-bench-"))
     sim = Simulator(port=0, extensions={"1000": "tone:440"})
     sim.start()
     control = f"127.0.0.1:{_free_port()}"
     port_file, result_file = workdir / "sink.port", workdir / "sink.json"
     sink = subprocess.Popen([sys.executable, "-m", "esl_audio_stream.dev.bench", "--sink",
-                             str(port_file), str(result_file), *(["deflate"] if deflate else [])])
+                             str(port_file), str(result_file), "deflate" if deflate else "-",
+                             "lazy" if lazy_sink else "-"], preexec_fn=_die_with_me)
     daemon = subprocess.Popen(
-        [*(["chrt", "-f", "1"] if realtime else []),
+        [*(["taskset", "-c", ",".join(map(str, daemon_cpus))] if pin else []),
+         *(["chrt", "-f", "1"] if realtime else []),
          sys.executable, "-m", "esl_audio_stream.cli", "run", "--esl",
          "{}:{}".format(*sim.address), "--control", control, "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=open(workdir / "daemon.log", "w"),  # noqa: SIM115
+        preexec_fn=_die_with_me,
         # its own files (and FIFOs), not the shared temporary directory's
         env={**os.environ, "ESL_AUDIO_STREAM_PLAYBACK_FILES_DIR": str(workdir / "files"),
              "ESL_AUDIO_STREAM_MEDIA_NATIVE": "true" if native else "false",
@@ -248,7 +267,9 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
           "measured")
     print(f"paths                     native {'on' if native else 'off'}, permessage-deflate "
           f"negotiated on {deflated} of {calls} connections"
-          + (", the daemon SCHED_FIFO 1" if realtime else ""))
+          + (", the daemon SCHED_FIFO 1" if realtime else "")
+          + (f", the daemon on CPU {daemon_cpus}, the rest on {other_cpus}" if pin else "")
+          + (", the sink reads every 0.2 s" if lazy_sink else ""))
     print(f"daemon CPU per call-second {1000 * (cpu2 - cpu1) / call_seconds:.3f} ms "
           f"({1000 * (u2 - u1) / call_seconds:.3f} user + {1000 * (s2 - s1) / call_seconds:.3f} "
           f"system; {100 * (cpu2 - cpu1) / (t2 - t1):.0f}% of one core)"
@@ -346,8 +367,9 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float],
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "--sink":
-        sys.exit(run_sink(sys.argv[2], sys.argv[3], deflate=sys.argv[4:] == ["deflate"]))
-    print("usage: python -m esl_audio_stream.dev.bench --sink PORT_FILE RESULT_FILE",
-          file=sys.stderr)
+    if len(sys.argv) == 6 and sys.argv[1] == "--sink":
+        sys.exit(run_sink(sys.argv[2], sys.argv[3], deflate=sys.argv[4] == "deflate",
+                          lazy=0.2 if sys.argv[5] == "lazy" else 0.0))
+    print("usage: python -m esl_audio_stream.dev.bench --sink PORT_FILE RESULT_FILE "
+          "deflate|- lazy|-", file=sys.stderr)
     sys.exit(2)
