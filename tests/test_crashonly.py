@@ -14,7 +14,7 @@ import time
 import gevent
 import pytest
 from conftest import wait_until
-from helpers.procs import DaemonProcess
+from helpers.procs import DaemonProcess, listening, simulator
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
@@ -28,8 +28,6 @@ from esl_audio_stream.app.resume import (
     index_var,
     read_index,
 )
-from esl_audio_stream.dev.simulator import Simulator
-from esl_audio_stream.esl.connection import ESLConnection
 
 EXTENSIONS = {"1000": "tone:440", "1001": "tone:1000", "2000": "echo", "3000": "silence"}
 
@@ -71,35 +69,20 @@ def test_the_index_of_one_owner_is_read_from_one_dump():
 
 @pytest.fixture
 def sim():
-    s = Simulator(port=0, extensions=EXTENSIONS)
-    s.start()
-    try:
+    with simulator(EXTENSIONS) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def esl(sim):
-    seen: list = []
-    conn = ESLConnection(*sim.address, "ClueCon", on_event=seen.append)
-    conn.seen = seen
-    conn.subscribe("CUSTOM", events.CONNECT, events.DISCONNECT, events.ERROR)
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
+    with listening(sim.address, events.CONNECT, events.DISCONNECT, events.ERROR) as conn:
         yield conn
-    finally:
-        conn.stop()
 
 
 @pytest.fixture
 def daemon(tmp_path, sim):
-    d = DaemonProcess(tmp_path, sim.address, owner=f"crash-{tmp_path.name[-12:]}")
-    try:
+    with DaemonProcess(tmp_path, sim.address, owner=f"crash-{tmp_path.name[-12:]}") as d:
         yield d
-    finally:
-        d.close()
 
 
 def channels(esl) -> int:

@@ -19,13 +19,11 @@ import gevent
 import pytest
 from conftest import wait_until
 from helpers.bridged import amp, split
-from helpers.procs import DaemonProcess
+from helpers.procs import DaemonProcess, listening, simulator
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events
 from esl_audio_stream.app.resume import STATE_VAR, decode, index_var
-from esl_audio_stream.dev.simulator import Simulator
-from esl_audio_stream.esl.connection import ESLConnection
 
 EXTENSIONS = {"1000": "tone:440", "1001": "tone:1000"}
 #: Each test with the daemon fixture runs on the native pump and on the Python path (conftest).
@@ -34,44 +32,21 @@ pytestmark = pytest.mark.both_paths
 
 @pytest.fixture
 def sim():
-    s = Simulator(port=0, extensions=EXTENSIONS)
-    s.start()
-    try:
+    with simulator(EXTENSIONS) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def esl(sim):
-    seen: list = []
-    conn = ESLConnection(*sim.address, "ClueCon", on_event=seen.append)
-    conn.seen = seen
-    conn.subscribe("CUSTOM", events.CONNECT, events.DISCONNECT, events.ERROR)
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
+    with listening(sim.address, events.CONNECT, events.DISCONNECT, events.ERROR) as conn:
         yield conn
-    finally:
-        conn.stop()
 
 
 @pytest.fixture
 def daemon(tmp_path, sim, native):
-    d = DaemonProcess(tmp_path, sim.address, owner=f"rec-{tmp_path.name[-12:]}", native=native)
-    try:
+    with DaemonProcess(tmp_path, sim.address, owner=f"rec-{tmp_path.name[-12:]}",
+                       native=native) as d:
         yield d
-    finally:
-        d.close()
-
-
-@pytest.fixture
-def peer():
-    p = WSPeer().start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def bridged(esl) -> str:

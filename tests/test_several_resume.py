@@ -15,12 +15,10 @@ import gevent
 import pytest
 from conftest import wait_until
 from helpers.forkpeer import ForkPeer
-from helpers.procs import DaemonProcess
+from helpers.procs import DaemonProcess, listening, simulator
 from wspeer import WSPeer
 
 from esl_audio_stream.app.resume import STATE_VAR, decode_all
-from esl_audio_stream.dev.simulator import Simulator
-from esl_audio_stream.esl.connection import ESLConnection
 from esl_audio_stream.ops.client import control_http
 
 EXTENSIONS = {"1000": "tone:440", "1001": "tone:1000", "3000": "silence"}
@@ -28,32 +26,20 @@ EXTENSIONS = {"1000": "tone:440", "1001": "tone:1000", "3000": "silence"}
 
 @pytest.fixture
 def sim():
-    s = Simulator(port=0, extensions=EXTENSIONS)
-    s.start()
-    try:
+    with simulator(EXTENSIONS) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def esl(sim):
-    conn = ESLConnection(*sim.address, "ClueCon")
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
+    with listening(sim.address) as conn:
         yield conn
-    finally:
-        conn.stop()
 
 
 @pytest.fixture
 def daemon(tmp_path, sim):
-    d = DaemonProcess(tmp_path, sim.address, owner=f"several-{tmp_path.name[-12:]}")
-    try:
+    with DaemonProcess(tmp_path, sim.address, owner=f"several-{tmp_path.name[-12:]}") as d:
         yield d
-    finally:
-        d.close()
 
 
 def fork(daemon: DaemonProcess, args: str) -> str:

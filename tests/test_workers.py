@@ -15,40 +15,27 @@ import uuid as _uuid
 import gevent
 import pytest
 from conftest import wait_until
-from helpers.procs import CLI
+from helpers.procs import CLI, listening, simulator
 from helpers.workers import WorkersProcess, alive, value
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events, intake
 from esl_audio_stream.app.shard import shard_of
-from esl_audio_stream.dev.simulator import Simulator
-from esl_audio_stream.esl.connection import ESLConnection
 
 OK = "+OK Success\n"
 
 
 @pytest.fixture(scope="module")
 def sim():
-    s = Simulator(port=0, extensions={"1000": "tone:440"})
-    s.start()
-    try:
+    with simulator({"1000": "tone:440"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
 def esl(sim):
-    seen: list = []
-    conn = ESLConnection(*sim.address, "ClueCon", on_event=seen.append)
-    conn.seen = seen
-    conn.subscribe("CUSTOM", intake.REPLY_SUBCLASS, events.CONNECT, events.DISCONNECT)
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
+    with listening(sim.address, intake.REPLY_SUBCLASS, events.CONNECT,
+                   events.DISCONNECT) as conn:
         yield conn
-    finally:
-        conn.stop()
 
 
 @pytest.fixture(scope="module")

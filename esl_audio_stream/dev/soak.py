@@ -12,7 +12,6 @@ and by a `stop` command followed by a hang-up.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import re
 import signal
@@ -23,19 +22,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .bench import _free_port, _rss_kib
+from .bench import _free_port, _get, _rss_kib
 
 COLUMNS = ("elapsed", "streams", "rss_mib", "fds", "greenlets", "ports", "held", "files")
-
-
-def _get(control: str, path: str) -> str:
-    host, port = control.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
 
 
 def _metric(text: str, name: str) -> float:

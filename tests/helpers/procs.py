@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gevent
 from conftest import wait_until
 
+from esl_audio_stream.dev.simulator import Simulator
+from esl_audio_stream.esl.connection import ESLConnection
 from esl_audio_stream.ops.client import control_http, control_request
 
 from .daemons import free_port, wait_port
@@ -21,8 +25,43 @@ from .daemons import free_port, wait_port
 CLI = [sys.executable, "-m", "esl_audio_stream.cli"]
 
 
+@contextmanager
+def simulator(extensions: dict[str, str]) -> Iterator[Simulator]:
+    """The FreeSWITCH simulator in this process, for daemons run as child processes."""
+    sim = Simulator(port=0, extensions=extensions)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@contextmanager
+def listening(address: tuple[str, int], *subclasses: str) -> Iterator[ESLConnection]:
+    """An operator's ESL client on it, keeping every event it hears (`seen`), subscribed to
+    these CUSTOM subclasses (none: no CUSTOM subscription)."""
+    seen: list = []
+    conn = ESLConnection(*address, "ClueCon", on_event=seen.append)
+    conn.seen = seen  # type: ignore[attr-defined]
+    if subclasses:
+        conn.subscribe("CUSTOM", *subclasses)
+    conn.start()
+    assert conn.wait_connected(5)
+    try:
+        yield conn
+    finally:
+        conn.stop()
+
+
 class DaemonProcess:
-    """One daemon's configuration, and the processes run from it one after another."""
+    """One daemon's configuration, and the processes run from it one after another (a context
+    manager: the one running is ended on the way out)."""
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __init__(self, tmp: Path, esl: tuple[str, int], *, owner: str = "test-daemon",
                  password: str = "ClueCon", orphan_timeout: float = 30.0,
