@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid as _uuid
+from pathlib import Path
 
 import gevent
 import pytest
@@ -21,6 +23,7 @@ from wspeer import WSPeer
 
 from esl_audio_stream.app import events, intake
 from esl_audio_stream.app.shard import shard_of
+from esl_audio_stream.ops.workers import PID_FILE, RUNDIR_PREFIX, YOUNG, sweep
 
 OK = "+OK Success\n"
 
@@ -156,6 +159,37 @@ def test_auto_start_and_the_command_event_reach_each_worker(esl, peer, fleet):
     assert wait_until(lambda: fleet.streams() == [], 5)
 
 
+def worker_dir(pid: int) -> str:
+    """The supervisor's private directory, as its worker `pid` was started with it."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[argv.index("--worker-dir") + 1]
+
+
+def test_a_supervisor_removes_what_killed_ones_left(tmp_path):
+    """`sweep`: the directories whose supervisor is gone (its pid no longer runs, or no pid
+    file and older than a starting supervisor's), ours, with the prefix; nothing else."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    made = {}
+    for name, pid, age in [("dead", gone.pid, 0), ("alive", os.getpid(), 0),
+                           ("starting", None, 0), ("old", None, 2 * YOUNG)]:
+        d = tmp_path / f"{RUNDIR_PREFIX}{name}"
+        d.mkdir()
+        (d / "w0.sock").write_text("")
+        if pid is not None:
+            (d / PID_FILE).write_text(f"{pid}\n")
+        if age:
+            then = time.time() - age
+            os.utime(d, (then, then))
+        made[name] = d
+    other = tmp_path / "esl-audio-stream-files"
+    other.mkdir()
+    assert sweep(str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [made["alive"].name, made["starting"].name, other.name])
+    assert sweep(str(tmp_path / "nowhere")) == 0
+
+
 def test_workers_crash_only(tmp_path, esl, peer, sim):
     """A killed worker is replaced and carries its streams on while the other's never stop; a
     killed supervisor leaves no worker; the next run, with 3 workers, carries every stream on
@@ -189,15 +223,19 @@ def test_workers_crash_only(tmp_path, esl, peer, sim):
         assert value(fleet.metrics(), "esl_audio_stream_worker_restarts_total", 1) == 1
         assert wait_until(lambda: len(fleet.streams()) == 6, 5)
 
-        # SIGKILL the supervisor: its workers go with it
+        # SIGKILL the supervisor: its workers go with it (its private directory stays)
         workers = list(fleet.worker_pids().values())
+        rundir = worker_dir(workers[0])
         fleet.kill()
         assert wait_until(lambda: not any(alive(pid) for pid in workers), 10)
         have = {u: len(conns(peer, paths[u])) for u in uuids}
+        assert os.path.isdir(rundir)
 
-        # the next run, with 3 workers: each stream carried on by its owner now
+        # the next run, with 3 workers: each stream carried on by its owner now; the killed
+        # supervisor's directory removed
         fleet.set_workers(3)
         fleet.start()
+        assert not os.path.exists(rundir)
         for uuid in uuids:
             assert wait_until(lambda u=uuid: streaming(peer, paths[u], have[u] + 1), 10), uuid
             assert conns(peer, paths[uuid])[-1].messages[0] == "META"

@@ -18,7 +18,8 @@ supervisor has nothing of a call to lose.
 - A worker dies with its supervisor: the kernel sends it SIGTERM when the supervisor dies
   (PR_SET_PDEATHSIG, Linux), and it checks its parent every second elsewhere (`die_with`): a
   SIGKILLed supervisor leaves no worker behind, and the next one's workers carry every stream
-  on.
+  on. Its private directory stays behind (nothing ran to remove it): the next supervisor
+  removes every such directory of ours whose supervisor is gone (`sweep`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,53 @@ def die_with(parent: int) -> None:
     gevent.spawn(watch)
 
 
+#: The private directories' names begin so; each holds its supervisor's pid in PID_FILE.
+RUNDIR_PREFIX = "esl-audio-stream-workers-"
+PID_FILE = "supervisor.pid"
+#: A directory with no pid file yet is left alone this long (a supervisor starting meanwhile).
+YOUNG = 60.0
+
+
+def sweep(base: str) -> int:
+    """Remove the private directories under `base` that supervisors killed with SIGKILL left
+    (ours only, their supervisor no longer running); how many."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(RUNDIR_PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+            if st.st_uid != os.geteuid() or not os.path.isdir(path):
+                continue
+            try:
+                with open(os.path.join(path, PID_FILE)) as f:
+                    pid = int(f.read().strip() or 0)
+            except FileNotFoundError:
+                if time.time() - st.st_mtime < YOUNG:
+                    continue
+                pid = 0
+            if pid > 0 and _running(pid):
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone's process has that pid now
+        return True
+    return True
+
+
 class Supervisor:
     """N worker processes, kept running (see the module docstring)."""
 
@@ -73,7 +121,12 @@ class Supervisor:
         I/N` and this directory added)."""
         self.count = count
         self.run_args = run_args
-        self.rundir = tempfile.mkdtemp(prefix="esl-audio-stream-workers-")  # 0700: ours only
+        swept = sweep(tempfile.gettempdir())
+        if swept:
+            log.info("removed %d workers' directories that killed supervisors left", swept)
+        self.rundir = tempfile.mkdtemp(prefix=RUNDIR_PREFIX)  # 0700: ours only
+        with open(os.path.join(self.rundir, PID_FILE), "w") as f:
+            f.write(f"{os.getpid()}\n")
         self.procs: list[subprocess.Popen | None] = [None] * count
         self.restarts = [0] * count
         self.closing = False
