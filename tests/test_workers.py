@@ -7,6 +7,7 @@ digits say which worker owns them: app/shard.py), so each worker gets its share.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,12 @@ import pytest
 from conftest import wait_until
 from helpers.procs import CLI, listening, simulator
 from helpers.workers import WorkersProcess, alive, value
+from pki import make_ca
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events, intake
 from esl_audio_stream.app.shard import shard_of
+from esl_audio_stream.ops.client import control_http
 from esl_audio_stream.ops.workers import PID_FILE, RUNDIR_PREFIX, YOUNG, sweep
 
 OK = "+OK Success\n"
@@ -259,5 +262,76 @@ def test_workers_crash_only(tmp_path, esl, peer, sim):
         assert fleet.drain().startswith("+OK drained 6 streams")
         for uuid in uuids:
             esl.api(f"uuid_kill {uuid}")
+    finally:
+        fleet.close()
+
+
+def test_sighup_and_the_status_feed_reach_every_worker(tmp_path, esl, peer, sim):
+    """SIGHUP to the supervisor re-reads the file in every worker (a new stream default, for
+    the streams started after it, on both); the status page's feed is every worker's rows, with
+    their levels, and says ESL is up only when it is in every worker."""
+    fleet = WorkersProcess(tmp_path, sim.address, owner="workers-hup",
+                           port_base=16000 + (os.getpid() % 10) * 100)
+    try:
+        fleet.start()
+        before = [parked(esl, call_uuid(tail)) for tail in range(2)]  # workers 0 and 1
+        for i, uuid in enumerate(before):
+            assert fleet.ctl(f"{uuid} start {peer.url(f'/h{i}')} mono 16k") == OK
+            assert wait_until(lambda p=f"/h{i}": streaming(peer, p), 5)
+
+        def feed() -> dict:
+            status, body = gevent.get_hub().threadpool.apply(
+                control_http, (fleet.control, "GET", "/streams?feed=1"), {"timeout": 10})
+            assert status == 200, body
+            return json.loads(body)
+
+        assert wait_until(lambda: all(r["level_db"] > -20 for r in feed()["streams"]), 5)
+        got = feed()
+        assert got["esl"] is True
+        assert sorted((r["uuid"], r["worker"]) for r in got["streams"]) == sorted(
+            (u, shard_of(u, 2)) for u in before)
+
+        with fleet.config.open("a") as f:
+            f.write("[stream_defaults]\nSTREAM_BUFFER_SIZE = 100\n")
+        fleet.signal(signal.SIGHUP)
+        assert wait_until(lambda: fleet.logged().count("configuration reloaded") >= 2, 10), \
+            fleet.logged()
+        reloaded = [x for x in fleet.logged().splitlines() if "configuration reloaded" in x]
+        assert len(reloaded) == 2 and all("stream_defaults" in x for x in reloaded)
+        assert sorted(x.split(" INFO ")[1][:8] for x in reloaded) == ["worker 0", "worker 1"]
+        after = [parked(esl, call_uuid(tail)) for tail in range(2)]
+        for i, uuid in enumerate(after):
+            assert fleet.ctl(f"{uuid} start {peer.url(f'/r{i}')} mono 16k") == OK
+            assert wait_until(lambda p=f"/r{i}": streaming(peer, p), 5)
+        for i in range(2):  # 100 ms at 16 kHz from both workers; the running streams as they were
+            assert {len(m) for m in conns(peer, f"/r{i}")[0].binary} == {3200}
+            assert {len(m) for m in conns(peer, f"/h{i}")[0].binary} == {640}
+        for uuid in before + after:
+            esl.api(f"uuid_kill {uuid}")
+    finally:
+        fleet.close()
+
+
+def test_a_worker_that_cannot_start_stops_the_daemon_with_2(tmp_path, esl, sim):
+    """A replacement worker that exits 2 (a daemon that cannot start: here the default CA file,
+    good when the supervisor checked it, removed since) is not replaced again and again: the
+    supervisor stops every worker and exits 2, with the reason in its log."""
+    try:
+        ca = make_ca(tmp_path, "ca")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no openssl to make a CA with: {exc}")
+    fleet = WorkersProcess(tmp_path, sim.address, owner="workers-two",
+                           port_base=16500 + (os.getpid() % 10) * 100)
+    with fleet.config.open("a") as f:
+        f.write(f'[stream_defaults]\nSTREAM_TLS_CA_FILE = "{ca}"\n')
+    try:
+        fleet.start()
+        pids = fleet.worker_pids()
+        os.remove(ca)
+        os.kill(pids[1], signal.SIGKILL)
+        assert fleet.wait_exit(30) == 2, fleet.logged()
+        assert "worker 1 cannot start (exit 2): stopping" in fleet.logged()
+        assert "STREAM_TLS_CA_FILE" in fleet.logged()
+        assert wait_until(lambda: not alive(pids[0]), 10)
     finally:
         fleet.close()
