@@ -16,10 +16,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers.listener import listening
 from wspeer import WSPeer
 
 from esl_audio_stream.app.config import DaemonConfig
-from esl_audio_stream.esl.connection import ESLConnection
 from esl_audio_stream.service import build_daemon
 
 REAL_FS = os.environ.get("EAS_REAL_FREESWITCH", "")
@@ -62,15 +62,8 @@ def sim(fs):
 @pytest.fixture
 def esl(fs):
     """An operator's ESL client: originates calls and listens to events."""
-    seen = []
-    conn = ESLConnection(fs[0], fs[1], fs[2], on_event=seen.append)
-    conn.seen = seen
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
+    with listening((fs[0], fs[1]), password=fs[2]) as conn:
         yield conn
-    finally:
-        conn.stop()
 
 
 def pytest_configure(config):

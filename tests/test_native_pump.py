@@ -182,6 +182,7 @@ def test_a_timed_datagram_has_its_latency_from_the_kernels_arrival_stamp():
         rx.bind(("127.0.0.1", 0))
         rx.setblocking(False)
         _stamp_arrivals(rx.fileno())
+        time.sleep(0.1)  # the kernel turns stamping on a moment later (test_reader.py)
         pump.read_socket(rx.fileno())
         frame = tone(8000, 160)
         tx.sendto(frame, rx.getsockname())

@@ -19,7 +19,8 @@ import gevent
 import pytest
 from conftest import wait_until
 from helpers.bridged import amp, split
-from helpers.procs import DaemonProcess, listening, simulator
+from helpers.listener import listening
+from helpers.procs import DaemonProcess, simulator
 from wspeer import WSPeer
 
 from esl_audio_stream.app import events

@@ -15,7 +15,8 @@ import gevent
 import pytest
 from conftest import wait_until
 from helpers.forkpeer import ForkPeer
-from helpers.procs import DaemonProcess, listening, simulator
+from helpers.listener import listening
+from helpers.procs import DaemonProcess, simulator
 from wspeer import WSPeer
 
 from esl_audio_stream.app.resume import STATE_VAR, decode_all

@@ -18,7 +18,8 @@ from pathlib import Path
 import gevent
 import pytest
 from conftest import wait_until
-from helpers.procs import CLI, listening, simulator
+from helpers.listener import listening
+from helpers.procs import CLI, simulator
 from helpers.workers import WorkersProcess, alive, value
 from pki import make_ca
 from wspeer import WSPeer

@@ -67,7 +67,9 @@ def dropped() -> int | None:
 
 def _stamp_arrivals(fd: int) -> None:
     """Ask for the first stamp now: the kernel starts stamping this socket's datagrams then
-    (the answer itself, ENOENT before any datagram, does not matter)."""
+    (the answer itself, ENOENT before any datagram, does not matter). On a host where no socket
+    asked before, stamping starts a moment later (Linux switches it on by deferred work): a
+    datagram in between has no stamp, and asking says when it was read, as before stamps."""
     with contextlib.suppress(OSError):
         ioctl(fd, _SIOCGSTAMP, _TIMEVAL_ZERO)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import gevent
 from conftest import wait_until
+from gevent import subprocess  # its exit status even when gevent's SIGCHLD reaper runs (below)
 
 from esl_audio_stream.dev.simulator import Simulator
-from esl_audio_stream.esl.connection import ESLConnection
 from esl_audio_stream.ops.client import control_http, control_request
 
 from .daemons import free_port, wait_port
@@ -34,23 +33,6 @@ def simulator(extensions: dict[str, str]) -> Iterator[Simulator]:
         yield sim
     finally:
         sim.stop()
-
-
-@contextmanager
-def listening(address: tuple[str, int], *subclasses: str) -> Iterator[ESLConnection]:
-    """An operator's ESL client on it, keeping every event it hears (`seen`), subscribed to
-    these CUSTOM subclasses (none: no CUSTOM subscription)."""
-    seen: list = []
-    conn = ESLConnection(*address, "ClueCon", on_event=seen.append)
-    conn.seen = seen  # type: ignore[attr-defined]
-    if subclasses:
-        conn.subscribe("CUSTOM", *subclasses)
-    conn.start()
-    assert conn.wait_connected(5)
-    try:
-        yield conn
-    finally:
-        conn.stop()
 
 
 class DaemonProcess:
@@ -101,6 +83,8 @@ first_audio_timeout = 2.0
         """A new process; returns when it answers (and has reached ESL): its start time."""
         self.runs += 1
         log = open(self.tmp / f"daemon-{self.runs}.log", "w")  # noqa: SIM115
+        # gevent's Popen: once anything in this process has used gevent.subprocess, libev reaps
+        # every child, and the standard Popen then reads a dead child's status as 0 (ECHILD)
         self.proc = subprocess.Popen([*CLI, "run", "-v", "--config", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=log)
         log.close()
