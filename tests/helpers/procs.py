@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -35,6 +37,22 @@ def simulator(extensions: dict[str, str]) -> Iterator[Simulator]:
         sim.stop()
 
 
+def control_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 up): a daemon killed and started
+    again binds its control port again, and one from the ephemeral range can be taken meanwhile
+    by any socket bound to port 0 (another test's simulator took one: seen)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 class DaemonProcess:
     """One daemon's configuration, and the processes run from it one after another (a context
     manager: the one running is ended on the way out)."""
@@ -50,7 +68,7 @@ class DaemonProcess:
                  port_base: int | None = None, extra: str = "", native: bool = True,
                  workers: int = 1) -> None:
         self.tmp = tmp
-        self.control_port = free_port()
+        self.control_port = control_port()
         self.control = f"127.0.0.1:{self.control_port}"
         self.files = tmp / "files"
         self.config = tmp / "eas.toml"
