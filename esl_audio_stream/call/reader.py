@@ -196,16 +196,14 @@ class FifoReader:
             return
         self.bytes_in += len(data)
         chunker = self._chunker
-        try:
-            if chunker.empty and len(data) == chunker.whole:  # one write, one frame
+        if chunker.empty and len(data) == chunker.whole:  # one write, one frame
+            try:
                 self._take(data)
-                return
-            chunker.push(data)
-            take = self._take
-            while (frame := chunker.pop()) is not None:
-                take(frame)
-        except Exception as exc:
-            self.fail(exc)
+            except Exception as exc:
+                self.fail(exc)
+            return
+        chunker.push(data)
+        self.flush()
 
     # -- a native pump reads instead (native/pump.py) -----------------------------------------
 
@@ -241,7 +239,8 @@ class FifoReader:
         self._chunker.push(pending)
 
     def flush(self) -> None:
-        """Feed the whole frames given back (a pump stopped in the middle of a read), now."""
+        """Feed the whole frames the chunker holds: a read's, or those given back (a pump
+        stopped in the middle of a read)."""
         chunker, take = self._chunker, self._take
         try:
             while (frame := chunker.pop()) is not None:

@@ -221,7 +221,7 @@ def run_bench(calls: int = 50, seconds: float = 10.0, rate: int = 16000,
         own2 = pool.apply(_own_latency, (control,))
         rss1 = sum(_rss_kib(pid) for pid in procs)
         (u1, s1), (u2, s2) = ([sum(t[i] for t in each) for i in (0, 1)] for each in (each1, each2))
-        rows = json.loads(pool.apply(_get_streams, (control,)))
+        rows = json.loads(pool.apply(_get, (control, "/streams")))
         senders = {u: _sender(sim, u) for u in uuids}  # a recording is gone once stopped
         for uuid in uuids:
             for name in names:
@@ -326,10 +326,6 @@ def _get(control: str, path: str) -> str:
         return conn.getresponse().read().decode()
     finally:
         conn.close()
-
-
-def _get_streams(control: str) -> str:
-    return _get(control, "/streams")
 
 
 def _own_latency(control: str) -> dict[float, float]:
